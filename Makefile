@@ -1,0 +1,40 @@
+# diffusion_lab — `make train` (main job) and `make test` set themselves up on a fresh machine.
+PY      := .venv/bin/python
+PIP     := .venv/bin/pip
+ARGS    ?=
+
+.DEFAULT_GOAL := help
+.PHONY: help install train test test-full lint format clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+.venv/.installed: pyproject.toml
+	python3 -m venv .venv
+	$(PIP) install --upgrade pip
+	$(PIP) install torch torchvision
+	$(PIP) install -e ".[dev]"
+	touch .venv/.installed
+
+install: .venv/.installed  ## create .venv with the project (editable) and dev tools
+
+train: .venv/.installed  ## the main job: train on digits, sample, write results.json (ARGS="..." for overrides)
+	$(PY) train.py $(ARGS)
+
+test: .venv/.installed  ## fast test suite (a few minutes on 2 CPU cores)
+	$(PY) -m pytest -q $(ARGS)
+
+test-full: .venv/.installed  ## every test, including those marked slow
+	$(PY) -m pytest -q -m "not gpu and not network" $(ARGS)
+
+lint: .venv/.installed  ## ruff check + format check
+	.venv/bin/ruff check diffusion_lab tests scripts *.py
+	.venv/bin/ruff format --check diffusion_lab tests scripts *.py
+
+format: .venv/.installed  ## ruff autofix + format
+	.venv/bin/ruff check --fix diffusion_lab tests scripts *.py
+	.venv/bin/ruff format diffusion_lab tests scripts *.py
+
+clean:  ## remove caches and run outputs (keeps .venv)
+	rm -rf outputs multirun .pytest_cache .ruff_cache build *.egg-info
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -1,0 +1,112 @@
+"""The one place that wires instantiated config groups together and checks that they fit.
+
+`build(cfg)` instantiates dataset, degradation ∘ schedule, backbone + precond, objective and sampler,
+and raises a `ConfigError` naming both config groups when two choices cannot work together.
+`build_module(cfg, parts)` adds the training concerns (optimizer, EMA) as a DiffusionModule.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import partial
+
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+
+from diffusion_lab.denoiser import Denoiser
+from diffusion_lab.module import DiffusionModule
+from diffusion_lab.process import ForwardProcess
+
+
+class ConfigError(ValueError):
+    """Two config groups (or a group and a value) that cannot work together."""
+
+
+@dataclass
+class Parts:
+    datamodule: object
+    process: ForwardProcess
+    denoiser: Denoiser
+    objective: nn.Module
+    sampler: partial
+
+
+def choice(cfg: DictConfig, group: str) -> str:
+    """`group=option` as the user chose it (recorded by the CLI), else the class name."""
+    chosen = OmegaConf.select(cfg, f"choices.{group}")
+    if chosen is not None:
+        return f"{group}={chosen}"
+    target = OmegaConf.select(cfg, f"{group}._target_") or "?"
+    return f"{group}={target.rsplit('.', 1)[-1]}"
+
+
+def _check_schedule(cfg, degradation, schedule) -> None:
+    wanted = getattr(degradation, "schedule_type", None)
+    if wanted is not None and not isinstance(schedule, wanted):
+        raise ConfigError(
+            f"{choice(cfg, 'degradation')} needs a {wanted.__name__}; {choice(cfg, 'schedule')} is a "
+            f"{type(schedule).__name__}. Pick a schedule made for this degradation (see README, config groups)."
+        )
+
+
+def _check_backbone(cfg, backbone, data_shape) -> None:
+    ndim = getattr(backbone, "data_ndim", None)
+    if ndim is not None and ndim != len(data_shape):
+        kind = {1: "flat vectors (B, D)", 3: "images (B, C, H, W)"}
+        raise ConfigError(
+            f"{choice(cfg, 'backbone')} takes {kind.get(ndim, f'{ndim}-d data')}; {choice(cfg, 'dataset')} "
+            f"gives data of shape {tuple(data_shape)}. Use backbone=mlp for 2-D toy data, backbone=unet for images."
+        )
+
+
+def _check_sampler(cfg, sampler, process) -> None:
+    fn = sampler.func if isinstance(sampler, partial) else sampler
+    for flag in getattr(fn, "requires", ()):
+        if not getattr(process, flag):
+            raise ConfigError(
+                f"{choice(cfg, 'sampler')} needs a degradation with {flag.replace('_', ' ')}; "
+                f"{choice(cfg, 'degradation')} does not have it."
+            )
+    if sampler.keywords.get("s_churn", 0) > 0 and not process.isotropic:
+        raise ConfigError(f"{choice(cfg, 'sampler')} with s_churn > 0 needs an isotropic degradation; "
+                          f"{choice(cfg, 'degradation')} is per-component. Set sampler.s_churn=0.")
+
+
+def _check_conditioning(cfg, datamodule) -> None:
+    if cfg.get("conditional", False):
+        if not getattr(datamodule, "num_classes", None):
+            raise ConfigError(f"conditional=true needs labelled data; {choice(cfg, 'dataset')} has no classes.")
+        if not OmegaConf.select(cfg, "backbone.num_classes"):
+            raise ConfigError(f"conditional=true needs backbone.num_classes (set it to {datamodule.num_classes}).")
+
+
+def build(cfg: DictConfig) -> Parts:
+    datamodule = instantiate(cfg.dataset)
+    _check_conditioning(cfg, datamodule)
+    degradation, schedule = instantiate(cfg.degradation), instantiate(cfg.schedule)
+    _check_schedule(cfg, degradation, schedule)
+    process = ForwardProcess(degradation, schedule, datamodule.data_shape)
+    backbone = instantiate(cfg.backbone)
+    _check_backbone(cfg, backbone, process.data_shape)
+    denoiser = Denoiser(backbone, instantiate(cfg.precond), process.basis)
+    sampler = instantiate(cfg.sampler)
+    _check_sampler(cfg, sampler, process)
+    return Parts(datamodule, process, denoiser, instantiate(cfg.objective), sampler)
+
+
+def build_module(cfg: DictConfig, parts: Parts) -> DiffusionModule:
+    return DiffusionModule(
+        process=parts.process,
+        denoiser=parts.denoiser,
+        objective=parts.objective,
+        sampler=parts.sampler,
+        optimizer=instantiate(cfg.optim.optimizer),
+        lr_warmup_steps=cfg.optim.lr_warmup_steps,
+        ema_half_life_images=cfg.ema.half_life_images,
+        ema_rampup_ratio=cfg.ema.rampup_ratio,
+        val_num_t=cfg.val_num_t,
+        val_seed=cfg.seed,
+        class_conditional=bool(cfg.get("conditional", False)),
+        config=OmegaConf.to_container(cfg, resolve=True),
+    )

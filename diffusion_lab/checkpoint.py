@@ -1,0 +1,63 @@
+"""Loading diffusion_lab checkpoints safely and rebuilding the model they hold.
+
+Checkpoints are Lightning checkpoints plus `diffusion_lab_config`, the resolved run config as plain
+data, so loading uses `torch.load(weights_only=True)` and never unpickles arbitrary objects.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+CONFIG_KEY = "diffusion_lab_config"
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that is missing, unreadable or not written by diffusion_lab."""
+
+
+def load_checkpoint(path: str | Path) -> tuple[DictConfig, dict]:
+    """Read a checkpoint; returns (run config, state_dict). Raises CheckpointError with advice."""
+    if path is None or str(path) in ("", "???"):
+        raise CheckpointError("no checkpoint given: pass ckpt_path=outputs/train/<run>/checkpoints/last.ckpt")
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(
+            f"checkpoint not found: {path}. Train first (`python train.py`); runs leave "
+            "outputs/train/<run>/checkpoints/last.ckpt"
+        )
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # truncated zip, wrong format, pickled objects
+        raise CheckpointError(
+            f"could not read checkpoint {path} ({type(err).__name__}: {str(err)[:200]}). The file is "
+            "truncated, corrupt or not a PyTorch checkpoint: use another one, e.g. the run's last.ckpt."
+        ) from None
+    if not isinstance(ckpt, dict) or CONFIG_KEY not in ckpt or "state_dict" not in ckpt:
+        raise CheckpointError(
+            f"{path} is not a diffusion_lab checkpoint (no '{CONFIG_KEY}' / 'state_dict' entries)."
+        )
+    return OmegaConf.create(ckpt[CONFIG_KEY]), ckpt["state_dict"]
+
+
+def module_from_checkpoint(path: str | Path, sampler_cfg: DictConfig | None = None):
+    """Rebuild the run's DiffusionModule (weights and EMA loaded) from a checkpoint.
+
+    `sampler_cfg` replaces the sampler the run was trained with. Returns (module, parts, config).
+    """
+    from diffusion_lab.build import build, build_module
+
+    cfg, state_dict = load_checkpoint(path)
+    if sampler_cfg is not None:
+        cfg.sampler = sampler_cfg
+    parts = build(cfg)
+    module = build_module(cfg, parts)
+    missing, unexpected = module.load_state_dict(state_dict, strict=False)
+    if missing or unexpected:
+        raise CheckpointError(
+            f"checkpoint {path} does not match the model its config builds "
+            f"(missing {missing[:3]}..., unexpected {unexpected[:3]}...)."
+        )
+    return module.eval(), parts, cfg

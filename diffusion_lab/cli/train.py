@@ -1,0 +1,63 @@
+"""`python train.py [group=option ...] [key=value ...]`: train, test, sample, write results.json."""
+
+import time
+
+import hydra
+import pytorch_lightning as pl
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+
+from diffusion_lab.build import ConfigError, build, build_module
+from diffusion_lab.callbacks import Throughput
+from diffusion_lab.callbacks.throughput import peak_memory_mb
+from diffusion_lab.cli import CONFIG_DIR
+from diffusion_lab.cli.common import fail, output_dir, record_choices, sample_and_save
+from diffusion_lab.results import versions, write_json
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
+def main(cfg: DictConfig) -> float:
+    record_choices(cfg)
+    pl.seed_everything(cfg.seed, workers=True)
+    try:
+        parts = build(cfg)
+    except (ConfigError, ValueError, FileNotFoundError) as err:
+        fail(err)
+    module = build_module(cfg, parts)
+    callbacks = [instantiate(c) for c in cfg.callbacks.values() if c is not None]
+    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=[instantiate(lg) for lg in cfg.logger.values()])
+
+    start = time.perf_counter()
+    try:
+        trainer.fit(module, datamodule=parts.datamodule, ckpt_path=cfg.ckpt_path)
+    except FileNotFoundError as err:
+        fail(err)
+    fit_seconds = time.perf_counter() - start
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+    metrics.update({k: float(v) for k, v in trainer.test(module, datamodule=parts.datamodule)[0].items()})
+    if trainer.global_rank != 0:
+        return metrics.get("val/loss_ema", float("nan"))
+
+    out = output_dir()
+    sampling = sample_and_save(module, cfg.num_samples, cfg.seed, out / "samples")
+    throughput = next((c for c in trainer.callbacks if isinstance(c, Throughput)), None)
+    write_json(out / "results.json", {
+        "metrics": metrics,
+        "global_step": trainer.global_step,
+        "fit_seconds": fit_seconds,
+        "train_images_per_s": throughput.images_per_s if throughput else None,
+        "sampling": sampling,
+        "peak_memory_mb": peak_memory_mb(module.device),
+        "device": str(module.device) + (f" ({torch.cuda.get_device_name()})" if module.device.type == "cuda" else ""),
+        "precision": str(trainer.precision),
+        "checkpoint": str(out / "checkpoints" / "last.ckpt"),
+        "choices": dict(cfg.choices),
+        "versions": versions(),
+    })
+    print(f"\nrun directory: {out}\n  samples: {sampling['grid']}\n  results: {out / 'results.json'}")
+    return metrics.get("val/loss_ema", float("nan"))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,115 @@
+"""DiffusionModule: the LightningModule that trains a denoiser under a forward process.
+
+It holds the parts build.py wired (process, denoiser, objective, sampler) and adds the training
+loop concerns: AdamW with linear warm-up, the EMA copy of the denoiser (used for all sampling and
+saved in every checkpoint), a validation loss on a fixed t grid with seeded noise (comparable
+across epochs), and a NaN guard on the loss.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import pytorch_lightning as pl
+import torch
+from torch import Tensor, nn
+
+from diffusion_lab.ema import ema_beta, ema_update
+
+
+class CountCalls(nn.Module):
+    """Wraps a denoiser and counts its calls (the number of function evaluations, NFE)."""
+
+    def __init__(self, denoiser: nn.Module):
+        super().__init__()
+        self.denoiser, self.nfe = denoiser, 0
+
+    def forward(self, x, state, cond=None):
+        self.nfe += 1
+        return self.denoiser(x, state, cond)
+
+
+class DiffusionModule(pl.LightningModule):
+    def __init__(
+        self,
+        process: nn.Module,
+        denoiser: nn.Module,
+        objective: nn.Module,
+        sampler,
+        optimizer,
+        lr_warmup_steps: int = 0,
+        ema_half_life_images: float = 50_000,
+        ema_rampup_ratio: float | None = 0.05,
+        val_num_t: int = 8,
+        val_seed: int = 0,
+        class_conditional: bool = False,
+        config: dict | None = None,
+    ):
+        super().__init__()
+        self.process, self.denoiser, self.objective = process, denoiser, objective
+        self.ema = copy.deepcopy(denoiser).requires_grad_(False).eval()
+        self.sampler, self.optimizer_factory = sampler, optimizer
+        self.lr_warmup_steps, self.val_num_t, self.val_seed = lr_warmup_steps, val_num_t, val_seed
+        self.ema_half_life_images, self.ema_rampup_ratio = ema_half_life_images, ema_rampup_ratio
+        self.class_conditional = class_conditional
+        self.config = config or {}
+
+    # -- training ----------------------------------------------------------------------------
+    def _cond(self, y: Tensor) -> Tensor | None:
+        return y if self.class_conditional else None
+
+    def training_step(self, batch, batch_idx):
+        x0, y = batch
+        loss = self.objective(self.denoiser, self.process, x0, self._cond(y)).mean()
+        if not torch.isfinite(loss):
+            raise FloatingPointError(
+                f"training loss is {loss.item()} at step {self.global_step}: lower optim.lr, keep "
+                "trainer.gradient_clip_val set, or train in full precision (trainer.precision=32-true)"
+            )
+        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=False, batch_size=x0.shape[0])
+        return loss
+
+    def on_train_batch_end(self, outputs, batch, batch_idx):
+        batch_size = batch[0].shape[0] * self.trainer.world_size
+        images_seen = (self.global_step + 1) * batch_size
+        beta = ema_beta(batch_size, images_seen, self.ema_half_life_images, self.ema_rampup_ratio)
+        ema_update(self.ema, self.denoiser, beta)
+
+    def configure_optimizers(self):
+        optimizer = self.optimizer_factory(params=self.denoiser.parameters())
+        warmup = max(int(self.lr_warmup_steps), 0)
+        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / (warmup + 1)))
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+
+    # -- validation: objective on a fixed t grid, seeded noise, EMA weights ---------------------
+    def _fixed_grid_loss(self, batch, batch_idx: int, denoiser: nn.Module) -> Tensor:
+        x0, y = batch
+        gen = torch.Generator(device="cpu").manual_seed(self.val_seed * 100_003 + batch_idx)
+        losses = []
+        for t in (torch.arange(self.val_num_t) + 0.5) / self.val_num_t:
+            noise = torch.randn(x0.shape, generator=gen).to(x0.device)
+            t_batch = torch.full((x0.shape[0],), float(t), device=x0.device)
+            losses.append(self.objective(denoiser, self.process, x0, self._cond(y), t=t_batch, noise=noise))
+        return torch.stack(losses).mean()
+
+    def validation_step(self, batch, batch_idx):
+        for name, net in (("val/loss", self.denoiser), ("val/loss_ema", self.ema)):
+            loss = self._fixed_grid_loss(batch, batch_idx, net)
+            self.log(name, loss, prog_bar=name == "val/loss_ema", batch_size=batch[0].shape[0], sync_dist=True)
+
+    def test_step(self, batch, batch_idx):
+        self.log("test/loss_ema", self._fixed_grid_loss(batch, batch_idx, self.ema), batch_size=batch[0].shape[0], sync_dist=True)
+
+    # -- sampling with the EMA weights ---------------------------------------------------------
+    @torch.no_grad()
+    def generate(self, num_samples: int, seed: int = 0, sampler=None, cond: Tensor | None = None, progress=False, x_T=None):
+        """Draw samples with the EMA denoiser from a seeded prior. Returns (x, nfe)."""
+        sampler = sampler or self.sampler
+        gen = torch.Generator(device="cpu").manual_seed(seed)
+        x = self.process.prior(num_samples, device="cpu", generator=gen).to(self.device) if x_T is None else x_T
+        counted = CountCalls(self.ema)
+        out = sampler(counted, self.process, x, cond=cond, generator=gen, progress=progress)
+        return out, counted.nfe
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["diffusion_lab_config"] = self.config

@@ -1,0 +1,44 @@
+"""Shared skeleton of the regression objectives: draw t and z, corrupt, denoise, compare.
+
+Shapes: x0 (B, *data_shape); returns the per-sample loss (B,), averaged over components.
+All errors are measured in the process's basis (orthonormal, so the pixel-space MSE for
+isotropic weightings).
+"""
+
+from torch import Tensor, nn
+
+from diffusion_lab.process import State, fp32
+
+
+class Objective(nn.Module):
+    def __init__(self, time):
+        super().__init__()
+        self.time = time
+
+    def error(self, state: State, c_t: Tensor, c0: Tensor, c0_hat: Tensor, z: Tensor) -> Tensor:
+        """Per-component weighted squared error, in basis coordinates."""
+        raise NotImplementedError
+
+    def forward(
+        self,
+        denoiser: nn.Module,
+        process: nn.Module,
+        x0: Tensor,
+        cond: Tensor | None = None,
+        t: Tensor | None = None,
+        noise: Tensor | None = None,
+    ) -> Tensor:
+        if t is None:
+            t = self.time(x0.shape[0], process, x0.device)
+        x_t, z, state = process.sample(x0, t, noise)
+        x0_hat = denoiser(x_t, state, cond)
+        with fp32(x0):
+            basis = process.basis
+            err = self.error(state, basis(x_t), basis(x0.float()), basis(x0_hat.float()), z)
+            return err.flatten(1).mean(1)
+
+
+def eps_hat(state: State, c_t: Tensor, c0_hat: Tensor) -> Tensor:
+    """The noise implied by a denoised estimate: ẑ = (c_t − α ĉ0) / σ."""
+    return (c_t - state.alpha * c0_hat) / state.sigma
+

@@ -1,0 +1,11 @@
+"""ε-prediction loss (Ho et al. 2020, L_simple eq. 14): L = E ‖ẑ(x_t) − z‖², ẑ = (x_t − α D)/σ.
+
+Equivalent to x0-MSE weighted by SNR = α²/σ².
+"""
+
+from diffusion_lab.objectives.base import Objective, eps_hat
+
+
+class Eps(Objective):
+    def error(self, state, c_t, c0, c0_hat, z):
+        return (eps_hat(state, c_t, c0_hat) - z) ** 2

@@ -1,0 +1,35 @@
+"""Loss weightings w(state) for the x0-MSE ‖D(x_t) − x0‖², per component in the basis.
+
+uniform   w = 1
+min_snr   w = min(SNR, γ), SNR = α²/σ²    (Hang et al. 2023, "Min-SNR weighting", x0 form)
+edm       w = 1 / c_out² = (α²σ_d² + σ²) / (σ² σ_d²)   (Karras et al. 2022, λ(σ) in Table 1)
+"""
+
+import torch
+from torch import Tensor
+
+from diffusion_lab.process import State
+
+
+class Uniform:
+    def __call__(self, state: State) -> Tensor:
+        return torch.ones_like(state.sigma)
+
+
+class MinSNR:
+    def __init__(self, gamma: float = 5.0):
+        if gamma <= 0:
+            raise ValueError(f"objective.weighting.gamma must be > 0, got {gamma}")
+        self.gamma = float(gamma)
+
+    def __call__(self, state: State) -> Tensor:
+        return state.snr.clamp(max=self.gamma)
+
+
+class EDM:
+    def __init__(self, sigma_data: float = 0.5):
+        self.sigma_data = float(sigma_data)
+
+    def __call__(self, state: State) -> Tensor:
+        sd2 = self.sigma_data**2
+        return (state.alpha**2 * sd2 + state.sigma**2) / (state.sigma**2 * sd2)

@@ -1,0 +1,53 @@
+"""Preconditioning: D(x_t) = c_skip ⊙ x_t + c_out ⊙ F(c_in ⊙ x_t, c_noise)  (Karras et al. 2022, eq. 7).
+
+All coefficients are per component in the process's basis, so they apply unchanged to isotropic
+noise (α, σ of shape (B,1,1,1)) and to per-frequency corruptions. With v = α²σ_d² + σ²:
+
+  EDM (Table 1, generalised to α ≠ 1):  c_in = v^-½,  c_skip = α σ_d² / v,  c_out = σ σ_d / √v
+  eps (Ho et al. 2020):  F predicts z:        c_skip = 1/α,           c_out = −σ/α
+  v   (Salimans & Ho 2022): F predicts αz − σx0: c_skip = α/(α²+σ²),  c_out = −σ/(α²+σ²)
+  x0:  F predicts x0:                          c_skip = 0,             c_out = 1
+The eps, v and x0 forms scale the network input to unit variance too (c_in = v^-½), which is
+DDPM's c_in = 1 for VP data of unit variance.
+"""
+
+import torch
+from torch import Tensor
+
+Coefficients = tuple[Tensor, Tensor, Tensor]  # (c_skip, c_out, c_in)
+
+
+class _Precond:
+    def __init__(self, sigma_data: float = 0.5):
+        if sigma_data <= 0:
+            raise ValueError(f"precond.sigma_data must be > 0, got {sigma_data}")
+        self.sigma_data = float(sigma_data)
+
+    def _c_in(self, alpha: Tensor, sigma: Tensor) -> Tensor:
+        return torch.rsqrt(alpha**2 * self.sigma_data**2 + sigma**2)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(sigma_data={self.sigma_data})"
+
+
+class EDM(_Precond):
+    def __call__(self, alpha: Tensor, sigma: Tensor) -> Coefficients:
+        sd2 = self.sigma_data**2
+        v = alpha**2 * sd2 + sigma**2
+        return alpha * sd2 / v, sigma * self.sigma_data * torch.rsqrt(v), torch.rsqrt(v)
+
+
+class Eps(_Precond):
+    def __call__(self, alpha: Tensor, sigma: Tensor) -> Coefficients:
+        return 1 / alpha, -sigma / alpha, self._c_in(alpha, sigma)
+
+
+class V(_Precond):
+    def __call__(self, alpha: Tensor, sigma: Tensor) -> Coefficients:
+        n = alpha**2 + sigma**2
+        return alpha / n, -sigma / n, self._c_in(alpha, sigma)
+
+
+class X0(_Precond):
+    def __call__(self, alpha: Tensor, sigma: Tensor) -> Coefficients:
+        return torch.zeros_like(alpha), torch.ones_like(alpha), self._c_in(alpha, sigma)

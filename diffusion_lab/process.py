@@ -1,0 +1,116 @@
+"""The forward (corruption) process: a degradation composed with a schedule.
+
+Every linear corruption has the form (DESIGN §3), for an orthonormal basis U (c = U x):
+
+    x_t = Uᵀ( α(t) ⊙ U x0 + σ(t) ⊙ z ),   z ~ N(0, I),   t ∈ [0, 1].
+
+Shapes: x is (B, *data_shape) — images (B, C, H, W), vectors (B, D). α and σ live in basis
+coordinates and broadcast against x: (B, 1, ..., 1) for isotropic processes, (B, *data_shape)
+per component. t is (B,). t = 0 is clean data, t = 1 the prior.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+
+@dataclass
+class State:
+    """Everything downstream code needs to know about the corruption at time t."""
+
+    t: Tensor  # (B,)
+    alpha: Tensor  # broadcasts against x, in basis coordinates
+    sigma: Tensor  # broadcasts against x, in basis coordinates
+    noise_cond: Tensor  # (B,) finite scalar fed to the backbone's noise embedding
+
+    @property
+    def snr(self) -> Tensor:
+        return (self.alpha / self.sigma) ** 2
+
+
+class fp32:
+    """Context: run diffusion arithmetic in float32 even inside an autocast region."""
+
+    def __init__(self, x: Tensor):
+        self._ctx = torch.autocast(device_type=x.device.type, enabled=False)
+
+    def __enter__(self):
+        self._ctx.__enter__()
+
+    def __exit__(self, *exc):
+        return self._ctx.__exit__(*exc)
+
+
+def expand_t(t: float | Tensor, batch: int, device: torch.device) -> Tensor:
+    """A scalar or (B,) time as a float32 (B,) tensor."""
+    t = torch.as_tensor(t, dtype=torch.float32, device=device)
+    return t.expand(batch).clone() if t.ndim == 0 else t
+
+
+class ForwardProcess(nn.Module):
+    """ForwardProcess = degradation ∘ schedule, on data of a fixed shape.
+
+    The degradation turns the schedule's scalar level at t into per-component α, σ in its basis;
+    this class owns the generic parts: broadcasting, drawing x_t, the prior, capability flags.
+    """
+
+    def __init__(self, degradation: nn.Module, schedule, data_shape: tuple[int, ...]):
+        super().__init__()
+        self.degradation = degradation
+        self.schedule = schedule
+        self.data_shape = tuple(int(s) for s in data_shape)
+
+    # -- capability flags (checked once by build.py) -------------------------------------
+    @property
+    def isotropic(self) -> bool:
+        return self.degradation.isotropic
+
+    @property
+    def full_rank_noise(self) -> bool:
+        return self.degradation.full_rank_noise
+
+    @property
+    def linear(self) -> bool:
+        return self.degradation.linear
+
+    @property
+    def basis(self) -> nn.Module:
+        return self.degradation.basis
+
+    # -- the corruption -------------------------------------------------------------------
+    def state(self, t: Tensor) -> State:
+        """State at times t (B,)."""
+        alpha, sigma = self.degradation.alpha_sigma(self.schedule, t, self.data_shape)
+        noise_cond = self.degradation.noise_cond(self.schedule, t)
+        return State(t=t, alpha=alpha, sigma=sigma, noise_cond=noise_cond)
+
+    def degrade(self, x0: Tensor, t: Tensor) -> Tensor:
+        """The noise-free mean E[x_t | x0] = Uᵀ(α ⊙ U x0)."""
+        with fp32(x0):
+            alpha = self.state(t).alpha
+            return self.basis.inverse(alpha * self.basis(x0.float()))
+
+    def sample(self, x0: Tensor, t: Tensor, noise: Tensor | None = None):
+        """Draw x_t ~ q(x_t | x0). Returns (x_t, noise z in basis coordinates, state)."""
+        with fp32(x0):
+            state = self.state(t)
+            c0 = self.basis(x0.float())
+            z = torch.randn_like(c0) if noise is None else noise
+            x_t = self.basis.inverse(state.alpha * c0 + state.sigma * z)
+        return x_t, z, state
+
+    def prior(self, batch: int, device=None, generator: torch.Generator | None = None) -> Tensor:
+        """Draw x_1 from the prior. Gaussian processes: N(0, σ(1)² I) since α(1) ≈ 0."""
+        return self.degradation.prior(self.schedule, (batch, *self.data_shape), device, generator)
+
+    def t_from_logsnr(self, logsnr: Tensor) -> Tensor:
+        """Invert the schedule: the t at which log(α²/σ²) = logsnr (isotropic Gaussian only)."""
+        if not hasattr(self.schedule, "t_from_logsnr"):
+            raise TypeError(f"{type(self.schedule).__name__} has no log-SNR inverse")
+        return self.schedule.t_from_logsnr(logsnr)
+
+    def extra_repr(self) -> str:
+        return f"data_shape={self.data_shape}, schedule={self.schedule!r}"

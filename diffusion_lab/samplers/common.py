@@ -1,0 +1,32 @@
+"""Helpers shared by the samplers: the step loop, per-step states and seeded noise."""
+
+import torch
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from diffusion_lab.process import State, expand_t
+
+
+def steps(process, num_steps: int, grid, x: Tensor, progress: bool, desc: str):
+    """Yield (i, t, t_next) over the grid, optionally with a progress bar."""
+    if num_steps < 1:
+        raise ValueError(f"sampler.num_steps must be >= 1, got {num_steps}")
+    ts = grid(process, num_steps).to(device=x.device, dtype=torch.float32)
+    pairs = list(zip(ts[:-1], ts[1:]))
+    for i, (t, t_next) in enumerate(tqdm(pairs, desc=desc, disable=not progress, leave=False)):
+        yield i, t, t_next
+
+
+def state_at(process, t: Tensor, x: Tensor) -> State:
+    return process.state(expand_t(t, x.shape[0], x.device))
+
+
+def randn_like(x: Tensor, generator: torch.Generator | None) -> Tensor:
+    """Standard normal noise shaped like x, drawn from `generator` on its own device."""
+    device = generator.device if generator is not None else x.device
+    return torch.randn(x.shape, generator=generator, device=device, dtype=x.dtype).to(x.device)
+
+
+def report(callback, x: Tensor, i: int, t: Tensor, denoised: Tensor) -> None:
+    if callback is not None:
+        callback({"x": x, "i": i, "t": t, "denoised": denoised})

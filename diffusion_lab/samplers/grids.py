@@ -1,0 +1,45 @@
+"""Sampling grids: `grid(process, num_steps) -> t` of shape (N + 1,), t_0 = t_max > ... > t_N = 0.
+
+uniform  t_i = t_max − i (t_max − t_min)/(N − 1) for i < N; t_min = t_max/N by default, so the
+         T-step DDPM grid t_i = i/T is `uniform` with N = T.
+karras   noise-to-signal ratio σ̃ = σ/α spaced as σ̃_i = (σ̃_max^{1/ρ} + i/(N−1)(σ̃_min^{1/ρ} −
+         σ̃_max^{1/ρ}))^ρ (Karras et al. 2022, eq. 5), mapped to t through the schedule.
+log_snr  λ = log(α²/σ²) uniform between λ(t_max) and λ_max, mapped to t (Lu et al. 2022, DPM-Solver).
+The last point, t = 0, is clean data. Isotropic Gaussian processes only for karras / log_snr.
+"""
+
+import math
+
+import torch
+from torch import Tensor
+
+
+def _finish(t: Tensor) -> Tensor:
+    return torch.cat([t.float(), t.new_zeros(1)])
+
+
+def _spaced(num_steps: int, start: float, end: float) -> Tensor:
+    return torch.linspace(start, end, num_steps, dtype=torch.float64) if num_steps > 1 else torch.tensor([start], dtype=torch.float64)
+
+
+def uniform(process, num_steps: int, t_max: float = 1.0, t_min: float | None = None) -> Tensor:
+    t_min = t_max / num_steps if t_min is None else t_min
+    return _finish(_spaced(num_steps, t_max, t_min))
+
+
+def _logsnr_at_1(process) -> float:
+    if not hasattr(process.schedule, "logsnr"):
+        raise TypeError(f"this grid needs a log-SNR schedule, got {type(process.schedule).__name__}")
+    return float(process.schedule.logsnr(torch.ones(1)))
+
+
+def karras(process, num_steps: int, rho: float = 7.0, sigma_min: float = 0.002, sigma_max: float | None = None) -> Tensor:
+    sigma_max = math.exp(-_logsnr_at_1(process) / 2) if sigma_max is None else sigma_max
+    ramp = _spaced(num_steps, sigma_max ** (1 / rho), sigma_min ** (1 / rho)) ** rho
+    t = process.t_from_logsnr(-2 * torch.log(ramp))
+    return _finish(t.clamp(0, 1))
+
+
+def log_snr(process, num_steps: int, logsnr_max: float = 12.4) -> Tensor:
+    lam = _spaced(num_steps, _logsnr_at_1(process), logsnr_max)
+    return _finish(process.t_from_logsnr(lam).clamp(0, 1))
