@@ -35,11 +35,14 @@ def group_norm(channels: int) -> nn.GroupNorm:
 
 
 class SelfAttention(nn.Module):
-    """Multi-head self-attention over the H·W positions; heads = channels // 64 (at least 1)."""
+    """Multi-head self-attention over the H·W positions; about channels // 64 heads (at least 1,
+    lowered until it divides `channels`)."""
 
     def __init__(self, channels: int):
         super().__init__()
         self.heads = max(1, channels // CHANNELS_PER_HEAD)
+        while channels % self.heads:
+            self.heads -= 1
         self.norm = group_norm(channels)
         self.qkv = nn.Conv2d(channels, 3 * channels, 1)
         self.proj = nn.Conv2d(channels, channels, 1)

@@ -146,7 +146,8 @@ class TorchvisionDataModule(ImageDataModule):
         try:
             return make(self.data_dir, download=True, transform=self._transform(), **args)
         except (RuntimeError, OSError, ImportError) as err:
-            raise self._missing_error("the download failed, see above") from err
+            detail = [line for line in str(err).splitlines() if line.strip()] or [repr(err)]
+            raise self._missing_error(f"download failed: {detail[-1].strip()}") from err
 
     def prepare_data(self) -> None:
         if any(not os.path.exists(path) for path in self.expected_files()):

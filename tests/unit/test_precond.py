@@ -1,0 +1,68 @@
+"""Preconditioning identities (Karras et al. 2022, Table 1 and App. B.6)."""
+
+import pytest
+import torch
+
+from diffusion_lab.bases import Identity
+from diffusion_lab.denoiser import Denoiser
+from diffusion_lab.precond import EDM, V, X0, Eps
+from diffusion_lab.process import State
+
+SD = 0.5
+alpha = torch.tensor([1.0, 0.9, 0.5, 0.05]).view(-1, 1)
+sigma = torch.tensor([0.01, 0.4, 0.8, 2.0]).view(-1, 1)
+
+
+def test_edm_reduces_to_paper_when_alpha_is_one():
+    s = sigma
+    c_skip, c_out, c_in = EDM(SD)(torch.ones_like(s), s)
+    assert torch.allclose(c_skip, SD**2 / (s**2 + SD**2))
+    assert torch.allclose(c_out, s * SD / (s**2 + SD**2).sqrt())
+    assert torch.allclose(c_in, 1 / (s**2 + SD**2).sqrt())
+
+
+def test_edm_unit_variance_input_and_target():
+    """x0 ~ N(0, σ_d²): Var(c_in x_t) = 1 and Var((x0 − c_skip x_t)/c_out) = 1 (EDM App. B.6)."""
+    c_skip, c_out, c_in = EDM(SD)(alpha, sigma)
+    var_x = alpha**2 * SD**2 + sigma**2
+    assert torch.allclose(c_in**2 * var_x, torch.ones_like(var_x))
+    var_target = ((1 - c_skip * alpha) ** 2 * SD**2 + c_skip**2 * sigma**2) / c_out**2
+    assert torch.allclose(var_target, torch.ones_like(var_target), atol=1e-5)
+
+
+@pytest.mark.parametrize("precond", [EDM(SD), Eps(SD), V(SD), X0(SD)], ids=lambda p: type(p).__name__)
+def test_ideal_network_output_recovers_x0(precond):
+    """Each parameterisation's ideal F (z, v = αz − σx0, x0, EDM target) gives D = x0 exactly."""
+    torch.manual_seed(0)
+    x0, z = torch.randn(4, 6), torch.randn(4, 6)
+    x_t = alpha * x0 + sigma * z
+    c_skip, c_out, _ = precond(alpha, sigma)
+    target = {"Eps": z, "V": alpha * z - sigma * x0, "X0": x0}.get(type(precond).__name__)
+    if target is None:
+        target = (x0 - c_skip * x_t) / c_out
+    assert torch.allclose(c_skip * x_t + c_out * target, x0, atol=1e-4)
+
+
+class _Const(torch.nn.Module):
+    def __init__(self, value):
+        super().__init__()
+        self.value = value
+
+    def forward(self, x, noise_cond, cond=None):
+        self.seen = x
+        return torch.full_like(x, self.value)
+
+
+def test_denoiser_applies_coefficients():
+    net = _Const(0.25)
+    d = Denoiser(net, EDM(SD), Identity())
+    st = State(t=torch.rand(4), alpha=alpha, sigma=sigma, noise_cond=torch.zeros(4))
+    x = torch.randn(4, 6)
+    c_skip, c_out, c_in = EDM(SD)(alpha, sigma)
+    assert torch.allclose(d(x, st), c_skip * x + c_out * 0.25)
+    assert torch.allclose(net.seen, c_in * x)
+
+
+def test_sigma_data_must_be_positive():
+    with pytest.raises(ValueError, match="sigma_data"):
+        EDM(0)
