@@ -15,7 +15,7 @@ from torch import Tensor
 
 
 def _finish(t: Tensor) -> Tensor:
-    return torch.cat([t.float(), t.new_zeros(1)])
+    return torch.cat([t.float(), torch.zeros(1)])
 
 
 def _spaced(num_steps: int, start: float, end: float) -> Tensor:
