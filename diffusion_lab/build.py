@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import partial
 
-from hydra.utils import instantiate
+from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
@@ -50,8 +50,8 @@ def _check_schedule(cfg, degradation, schedule) -> None:
         )
 
 
-def _check_backbone(cfg, backbone, data_shape) -> None:
-    ndim = getattr(backbone, "data_ndim", None)
+def _check_backbone(cfg, data_shape) -> None:
+    ndim = getattr(get_class(cfg.backbone._target_), "data_ndim", None)
     if ndim is not None and ndim != len(data_shape):
         kind = {1: "flat vectors (B, D)", 3: "images (B, C, H, W)"}
         raise ConfigError(
@@ -87,9 +87,8 @@ def build(cfg: DictConfig) -> Parts:
     degradation, schedule = instantiate(cfg.degradation), instantiate(cfg.schedule)
     _check_schedule(cfg, degradation, schedule)
     process = ForwardProcess(degradation, schedule, datamodule.data_shape)
-    backbone = instantiate(cfg.backbone)
-    _check_backbone(cfg, backbone, process.data_shape)
-    denoiser = Denoiser(backbone, instantiate(cfg.precond), process.basis)
+    _check_backbone(cfg, process.data_shape)
+    denoiser = Denoiser(instantiate(cfg.backbone), instantiate(cfg.precond), process.basis)
     sampler = instantiate(cfg.sampler)
     _check_sampler(cfg, sampler, process)
     return Parts(datamodule, process, denoiser, instantiate(cfg.objective), sampler)

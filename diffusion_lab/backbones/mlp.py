@@ -29,6 +29,8 @@ class MLPBlock(nn.Module):
 class MLP(nn.Module):
     """Linear lift to `hidden`, `depth` residual blocks, LayerNorm→SiLU→zero-init Linear out."""
 
+    data_ndim = 1  # the builder checks this against the dataset's sample shape
+
     def __init__(
         self,
         dim: int = 2,

@@ -92,6 +92,8 @@ class Upsample(nn.Sequential):
 class UNet(nn.Module):
     """DDPM++ U-Net: `len(channel_mult)` resolution levels, 2× average-pool down between levels."""
 
+    data_ndim = 3  # the builder checks this against the dataset's sample shape
+
     def __init__(
         self,
         in_channels: int = 1,

@@ -20,10 +20,6 @@ def record_choices(cfg: DictConfig) -> None:
         cfg.choices = choices
 
 
-def output_dir() -> Path:
-    return Path(HydraConfig.get().runtime.output_dir)
-
-
 def fail(err: Exception) -> None:
     """Print an actionable error without a traceback and exit with status 2."""
     print(f"\nerror: {err}", file=sys.stderr)

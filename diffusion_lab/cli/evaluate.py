@@ -4,6 +4,8 @@ Reports the objective on the fixed validation t grid (seeded noise), comparable 
 same objective. Sample-quality metrics (FID/IS/KID) and bits/dim plug in here (issue 4).
 """
 
+from pathlib import Path
+
 import hydra
 import pytorch_lightning as pl
 from omegaconf import DictConfig
@@ -11,7 +13,7 @@ from omegaconf import DictConfig
 from diffusion_lab.build import ConfigError
 from diffusion_lab.checkpoint import CheckpointError, module_from_checkpoint
 from diffusion_lab.cli import CONFIG_DIR
-from diffusion_lab.cli.common import fail, output_dir
+from diffusion_lab.cli.common import fail
 from diffusion_lab.results import versions, write_json
 
 
@@ -27,8 +29,8 @@ def main(cfg: DictConfig) -> None:
         metrics = trainer.test(module, datamodule=parts.datamodule)[0]
     except FileNotFoundError as err:
         fail(err)
-    write_json(output_dir() / "results.json", {"ckpt_path": str(cfg.ckpt_path), "metrics": metrics, "versions": versions()})
-    print(f"\nresults: {output_dir() / 'results.json'}")
+    write_json(Path(cfg.paths.output_dir) / "results.json", {"ckpt_path": str(cfg.ckpt_path), "metrics": metrics, "versions": versions()})
+    print(f"\nresults: {Path(cfg.paths.output_dir) / 'results.json'}")
 
 
 if __name__ == "__main__":

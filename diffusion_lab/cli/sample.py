@@ -5,6 +5,7 @@ EMA weights and writes samples.png (grid) and samples.pt (tensor) into the run d
 """
 
 from functools import partial
+from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
@@ -12,7 +13,7 @@ from omegaconf import DictConfig, OmegaConf
 from diffusion_lab.build import ConfigError
 from diffusion_lab.checkpoint import CheckpointError, module_from_checkpoint
 from diffusion_lab.cli import CONFIG_DIR
-from diffusion_lab.cli.common import fail, output_dir, sample_and_save
+from diffusion_lab.cli.common import fail, sample_and_save
 from diffusion_lab.results import versions, write_json
 
 
@@ -24,14 +25,14 @@ def main(cfg: DictConfig) -> None:
         fail(err)
     sampler = parts.sampler if cfg.num_steps is None else partial(parts.sampler, num_steps=cfg.num_steps)
     module.to(cfg.device)
-    facts = sample_and_save(module, cfg.num_samples, cfg.seed, output_dir(), sampler=sampler)
+    facts = sample_and_save(module, cfg.num_samples, cfg.seed, Path(cfg.paths.output_dir), sampler=sampler)
     facts.update(
         ckpt_path=str(cfg.ckpt_path),
         sampler=OmegaConf.to_container(run_cfg.sampler),
         num_steps=sampler.keywords.get("num_steps"),
         versions=versions(),
     )
-    write_json(output_dir() / "results.json", facts)
+    write_json(Path(cfg.paths.output_dir) / "results.json", facts)
     print(f"\nsamples: {facts['grid']}  ({facts['nfe']} NFE, {facts['seconds']:.1f} s)")
 
 

@@ -1,6 +1,7 @@
 """`python train.py [group=option ...] [key=value ...]`: train, test, sample, write results.json."""
 
 import time
+from pathlib import Path
 
 import hydra
 import pytorch_lightning as pl
@@ -12,37 +13,31 @@ from diffusion_lab.build import ConfigError, build, build_module
 from diffusion_lab.callbacks import Throughput
 from diffusion_lab.callbacks.throughput import peak_memory_mb
 from diffusion_lab.cli import CONFIG_DIR
-from diffusion_lab.cli.common import fail, output_dir, record_choices, sample_and_save
+from diffusion_lab.cli.common import fail, record_choices, sample_and_save
 from diffusion_lab.results import versions, write_json
 
 
-@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
-def main(cfg: DictConfig) -> float:
-    record_choices(cfg)
+def train(cfg: DictConfig) -> dict:
+    """Train, test and sample as `cfg` says; returns what results.json holds (rank 0)."""
     pl.seed_everything(cfg.seed, workers=True)
-    try:
-        parts = build(cfg)
-    except (ConfigError, ValueError, FileNotFoundError) as err:
-        fail(err)
+    parts = build(cfg)
     module = build_module(cfg, parts)
     callbacks = [instantiate(c) for c in cfg.callbacks.values() if c is not None]
-    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=[instantiate(lg) for lg in cfg.logger.values()])
+    loggers = [instantiate(lg) for lg in cfg.logger.values() if lg is not None]
+    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
 
     start = time.perf_counter()
-    try:
-        trainer.fit(module, datamodule=parts.datamodule, ckpt_path=cfg.ckpt_path)
-    except FileNotFoundError as err:
-        fail(err)
+    trainer.fit(module, datamodule=parts.datamodule, ckpt_path=cfg.ckpt_path)
     fit_seconds = time.perf_counter() - start
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
     metrics.update({k: float(v) for k, v in trainer.test(module, datamodule=parts.datamodule)[0].items()})
     if trainer.global_rank != 0:
-        return metrics.get("val/loss_ema", float("nan"))
+        return {"metrics": metrics}
 
-    out = output_dir()
+    out = Path(cfg.paths.output_dir)
     sampling = sample_and_save(module, cfg.num_samples, cfg.seed, out / "samples")
     throughput = next((c for c in trainer.callbacks if isinstance(c, Throughput)), None)
-    write_json(out / "results.json", {
+    results = {
         "metrics": metrics,
         "global_step": trainer.global_step,
         "fit_seconds": fit_seconds,
@@ -52,11 +47,22 @@ def main(cfg: DictConfig) -> float:
         "device": str(module.device) + (f" ({torch.cuda.get_device_name()})" if module.device.type == "cuda" else ""),
         "precision": str(trainer.precision),
         "checkpoint": str(out / "checkpoints" / "last.ckpt"),
-        "choices": dict(cfg.choices),
+        "choices": dict(cfg.get("choices", {})),
         "versions": versions(),
-    })
+    }
+    write_json(out / "results.json", results)
     print(f"\nrun directory: {out}\n  samples: {sampling['grid']}\n  results: {out / 'results.json'}")
-    return metrics.get("val/loss_ema", float("nan"))
+    return results
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
+def main(cfg: DictConfig) -> float:
+    record_choices(cfg)
+    try:
+        results = train(cfg)
+    except (ConfigError, FileNotFoundError, FloatingPointError) as err:
+        fail(err)
+    return results["metrics"].get("val/loss_ema", float("nan"))
 
 
 if __name__ == "__main__":

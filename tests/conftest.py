@@ -1,0 +1,47 @@
+"""Shared fixtures: compose the real Hydra config the way the CLI does."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import open_dict
+
+from diffusion_lab.cli import CONFIG_DIR
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def compose_config(config_name: str, overrides: list[str], output_dir: Path):
+    """Compose `configs/<config_name>.yaml` with overrides, paths pointing into output_dir."""
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = compose(config_name=config_name, overrides=overrides, return_hydra_config=True)
+    HydraConfig.instance().set_config(cfg)
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(output_dir)
+        cfg.paths.root_dir = str(output_dir)
+        cfg.choices = {k: v for k, v in cfg.hydra.runtime.choices.items() if not k.startswith("hydra")}
+        del cfg.hydra
+    return cfg
+
+
+@pytest.fixture
+def make_cfg(tmp_path):
+    def make(*overrides, config_name="train"):
+        return compose_config(config_name, list(overrides), tmp_path)
+
+    return make
+
+
+def run_cli(script: str, *args: str, cwd: Path, timeout: int = 300) -> subprocess.CompletedProcess:
+    """Run an entry point the way a user does; returns the finished process (never raises)."""
+    env = {**os.environ, "DIFFUSION_LAB_ROOT": str(cwd), "PYTHONWARNINGS": "ignore"}
+    return subprocess.run(
+        [sys.executable, str(ROOT / script), *args],
+        cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout,
+    )
