@@ -69,16 +69,22 @@ def _check_sampler(cfg, sampler, process) -> None:
                 f"{choice(cfg, 'degradation')} does not have it."
             )
     if sampler.keywords.get("s_churn", 0) > 0 and not process.isotropic:
-        raise ConfigError(f"{choice(cfg, 'sampler')} with s_churn > 0 needs an isotropic degradation; "
-                          f"{choice(cfg, 'degradation')} is per-component. Set sampler.s_churn=0.")
+        raise ConfigError(
+            f"{choice(cfg, 'sampler')} with s_churn > 0 needs an isotropic degradation; "
+            f"{choice(cfg, 'degradation')} is per-component. Set sampler.s_churn=0."
+        )
 
 
 def _check_conditioning(cfg, datamodule) -> None:
     if cfg.get("conditional", False):
         if not getattr(datamodule, "num_classes", None):
-            raise ConfigError(f"conditional=true needs labelled data; {choice(cfg, 'dataset')} has no classes.")
+            raise ConfigError(
+                f"conditional=true needs labelled data; {choice(cfg, 'dataset')} has no classes."
+            )
         if not OmegaConf.select(cfg, "backbone.num_classes"):
-            raise ConfigError(f"conditional=true needs backbone.num_classes (set it to {datamodule.num_classes}).")
+            raise ConfigError(
+                f"conditional=true needs backbone.num_classes (set it to {datamodule.num_classes})."
+            )
 
 
 def build(cfg: DictConfig) -> Parts:
@@ -105,7 +111,7 @@ def build_module(cfg: DictConfig, parts: Parts) -> DiffusionModule:
         ema_half_life_images=cfg.ema.half_life_images,
         ema_rampup_ratio=cfg.ema.rampup_ratio,
         val_num_t=cfg.val_num_t,
-        val_seed=cfg.seed,
+        seed=cfg.seed,
         class_conditional=bool(cfg.get("conditional", False)),
         config=OmegaConf.to_container(cfg, resolve=True),
     )

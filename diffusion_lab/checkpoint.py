@@ -21,7 +21,9 @@ class CheckpointError(RuntimeError):
 def load_checkpoint(path: str | Path) -> tuple[DictConfig, dict]:
     """Read a checkpoint; returns (run config, state_dict). Raises CheckpointError with advice."""
     if path is None or str(path) in ("", "???"):
-        raise CheckpointError("no checkpoint given: pass ckpt_path=outputs/train/<run>/checkpoints/last.ckpt")
+        raise CheckpointError(
+            "no checkpoint given: pass ckpt_path=outputs/train/<run>/checkpoints/last.ckpt"
+        )
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(

@@ -10,7 +10,9 @@ import torch
 from torch import nn
 
 
-def ema_beta(batch_size: int, images_seen: int, half_life_images: float, rampup_ratio: float | None) -> float:
+def ema_beta(
+    batch_size: int, images_seen: int, half_life_images: float, rampup_ratio: float | None
+) -> float:
     half_life = half_life_images
     if rampup_ratio is not None:
         half_life = min(half_life, images_seen * rampup_ratio)

@@ -41,7 +41,7 @@ class DiffusionModule(pl.LightningModule):
         ema_half_life_images: float = 50_000,
         ema_rampup_ratio: float | None = 0.05,
         val_num_t: int = 8,
-        val_seed: int = 0,
+        seed: int = 0,
         class_conditional: bool = False,
         config: dict | None = None,
     ):
@@ -49,7 +49,7 @@ class DiffusionModule(pl.LightningModule):
         self.process, self.denoiser, self.objective = process, denoiser, objective
         self.ema = copy.deepcopy(denoiser).requires_grad_(False).eval()
         self.sampler, self.optimizer_factory = sampler, optimizer
-        self.lr_warmup_steps, self.val_num_t, self.val_seed = lr_warmup_steps, val_num_t, val_seed
+        self.lr_warmup_steps, self.val_num_t, self.seed = lr_warmup_steps, val_num_t, seed
         self.ema_half_life_images, self.ema_rampup_ratio = ema_half_life_images, ema_rampup_ratio
         self.class_conditional = class_conditional
         self.config = config or {}
@@ -57,6 +57,10 @@ class DiffusionModule(pl.LightningModule):
     # -- training ----------------------------------------------------------------------------
     def _cond(self, y: Tensor) -> Tensor | None:
         return y if self.class_conditional else None
+
+    def on_fit_start(self):
+        # Under DDP every rank draws its own t and noise (DESIGN §4): seed + global_rank.
+        torch.manual_seed(self.seed + self.global_rank)
 
     def training_step(self, batch, batch_idx):
         x0, y = batch
@@ -66,47 +70,76 @@ class DiffusionModule(pl.LightningModule):
                 f"training loss is {loss.item()} at step {self.global_step}: lower optim.lr, keep "
                 "trainer.gradient_clip_val set, or train in full precision (trainer.precision=32-true)"
             )
-        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=False, batch_size=x0.shape[0])
+        self.log(
+            "train/loss", loss, prog_bar=True, on_step=True, on_epoch=False, batch_size=x0.shape[0]
+        )
         return loss
 
     def on_train_batch_end(self, outputs, batch, batch_idx):
         batch_size = batch[0].shape[0] * self.trainer.world_size
-        images_seen = (self.global_step + 1) * batch_size
+        images_seen = self.global_step * batch_size  # global_step already counts this step
         beta = ema_beta(batch_size, images_seen, self.ema_half_life_images, self.ema_rampup_ratio)
         ema_update(self.ema, self.denoiser, beta)
 
     def configure_optimizers(self):
         optimizer = self.optimizer_factory(params=self.denoiser.parameters())
         warmup = max(int(self.lr_warmup_steps), 0)
-        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / (warmup + 1)))
+        schedule = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda step: min(1.0, (step + 1) / (warmup + 1))
+        )
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
 
     # -- validation: objective on a fixed t grid, seeded noise, EMA weights ---------------------
     def _fixed_grid_loss(self, batch, batch_idx: int, denoiser: nn.Module) -> Tensor:
         x0, y = batch
-        gen = torch.Generator(device="cpu").manual_seed(self.val_seed * 100_003 + batch_idx)
+        gen = torch.Generator(device="cpu").manual_seed(self.seed * 100_003 + batch_idx)
         losses = []
         for t in (torch.arange(self.val_num_t) + 0.5) / self.val_num_t:
             noise = torch.randn(x0.shape, generator=gen).to(x0.device)
             t_batch = torch.full((x0.shape[0],), float(t), device=x0.device)
-            losses.append(self.objective(denoiser, self.process, x0, self._cond(y), t=t_batch, noise=noise))
+            losses.append(
+                self.objective(denoiser, self.process, x0, self._cond(y), t=t_batch, noise=noise)
+            )
         return torch.stack(losses).mean()
 
     def validation_step(self, batch, batch_idx):
         for name, net in (("val/loss", self.denoiser), ("val/loss_ema", self.ema)):
             loss = self._fixed_grid_loss(batch, batch_idx, net)
-            self.log(name, loss, prog_bar=name == "val/loss_ema", batch_size=batch[0].shape[0], sync_dist=True)
+            self.log(
+                name,
+                loss,
+                prog_bar=name == "val/loss_ema",
+                batch_size=batch[0].shape[0],
+                sync_dist=True,
+            )
 
     def test_step(self, batch, batch_idx):
-        self.log("test/loss_ema", self._fixed_grid_loss(batch, batch_idx, self.ema), batch_size=batch[0].shape[0], sync_dist=True)
+        self.log(
+            "test/loss_ema",
+            self._fixed_grid_loss(batch, batch_idx, self.ema),
+            batch_size=batch[0].shape[0],
+            sync_dist=True,
+        )
 
     # -- sampling with the EMA weights ---------------------------------------------------------
     @torch.no_grad()
-    def generate(self, num_samples: int, seed: int = 0, sampler=None, cond: Tensor | None = None, progress=False, x_T=None):
+    def generate(
+        self,
+        num_samples: int,
+        seed: int = 0,
+        sampler=None,
+        cond: Tensor | None = None,
+        progress=False,
+        x_T=None,
+    ):
         """Draw samples with the EMA denoiser from a seeded prior. Returns (x, nfe)."""
         sampler = sampler or self.sampler
         gen = torch.Generator(device="cpu").manual_seed(seed)
-        x = self.process.prior(num_samples, device="cpu", generator=gen).to(self.device) if x_T is None else x_T
+        x = (
+            self.process.prior(num_samples, device="cpu", generator=gen).to(self.device)
+            if x_T is None
+            else x_T
+        )
         counted = CountCalls(self.ema)
         out = sampler(counted, self.process, x, cond=cond, generator=gen, progress=progress)
         return out, counted.nfe

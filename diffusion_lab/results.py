@@ -9,7 +9,15 @@ import tempfile
 from importlib import metadata
 from pathlib import Path
 
-PACKAGES = ("torch", "torchvision", "pytorch-lightning", "hydra-core", "torchmetrics", "torch-fidelity", "diffusion_lab")
+PACKAGES = (
+    "torch",
+    "torchvision",
+    "pytorch-lightning",
+    "hydra-core",
+    "torchmetrics",
+    "torch-fidelity",
+    "diffusion_lab",
+)
 
 
 def versions() -> dict:

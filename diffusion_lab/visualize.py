@@ -3,7 +3,10 @@
 import math
 from pathlib import Path
 
+import torch
 from torch import Tensor
+
+MIN_TILE = 48  # pixels per grid tile
 
 
 def save_samples(x: Tensor, path: str | Path) -> Path:
@@ -14,7 +17,11 @@ def save_samples(x: Tensor, path: str | Path) -> Path:
     if x.ndim == 4:
         from torchvision.utils import save_image
 
-        save_image((x.clamp(-1, 1) + 1) / 2, path, nrow=int(math.ceil(math.sqrt(x.shape[0]))), padding=1)
+        scale = max(1, math.ceil(MIN_TILE / x.shape[-1]))  # small images are enlarged for viewing
+        x = torch.nn.functional.interpolate(
+            (x.clamp(-1, 1) + 1) / 2, scale_factor=scale, mode="nearest"
+        )
+        save_image(x, path, nrow=int(math.ceil(math.sqrt(x.shape[0]))), padding=2)
     elif x.ndim == 2 and x.shape[1] == 2:
         import matplotlib
 
@@ -29,4 +36,3 @@ def save_samples(x: Tensor, path: str | Path) -> Path:
     else:
         raise ValueError(f"cannot draw samples of shape {tuple(x.shape)}")
     return path
-

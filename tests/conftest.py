@@ -25,7 +25,9 @@ def compose_config(config_name: str, overrides: list[str], output_dir: Path):
     with open_dict(cfg):
         cfg.paths.output_dir = str(output_dir)
         cfg.paths.root_dir = str(output_dir)
-        cfg.choices = {k: v for k, v in cfg.hydra.runtime.choices.items() if not k.startswith("hydra")}
+        cfg.choices = {
+            k: v for k, v in cfg.hydra.runtime.choices.items() if not k.startswith("hydra")
+        }
         del cfg.hydra
     return cfg
 
@@ -43,5 +45,9 @@ def run_cli(script: str, *args: str, cwd: Path, timeout: int = 300) -> subproces
     env = {**os.environ, "DIFFUSION_LAB_ROOT": str(cwd), "PYTHONWARNINGS": "ignore"}
     return subprocess.run(
         [sys.executable, str(ROOT / script), *args],
-        cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout,
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )

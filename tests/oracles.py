@@ -32,7 +32,9 @@ class GaussianMixture(nn.Module):
         for w, mu, s in zip(self.weights, self.means, self.stds):
             v = alpha**2 * s**2 + sigma**2
             diff = x - alpha * mu
-            log_r.append(torch.log(w) - 0.5 * (diff**2 / v).sum(dims) - 0.5 * d * torch.log(v.flatten()))
+            log_r.append(
+                torch.log(w) - 0.5 * (diff**2 / v).sum(dims) - 0.5 * d * torch.log(v.flatten())
+            )
             posterior.append(mu + alpha * s**2 / v * diff)
         r = torch.softmax(torch.stack(log_r), dim=0)  # (K, B)
         out = sum(r_k.view(-1, *[1] * (x.ndim - 1)) * p for r_k, p in zip(r, posterior))

@@ -8,7 +8,9 @@ from diffusion_lab.visualize import save_samples
 
 
 class SampleGrid(pl.Callback):
-    def __init__(self, dirpath: str, every_n_steps: int = 1000, num_samples: int = 64, seed: int = 0):
+    def __init__(
+        self, dirpath: str, every_n_steps: int = 1000, num_samples: int = 64, seed: int = 0
+    ):
         if every_n_steps < 1 or num_samples < 1:
             raise ValueError("callbacks.sample_grid: every_n_steps and num_samples must be >= 1")
         self.dirpath, self.every_n_steps = Path(dirpath), every_n_steps

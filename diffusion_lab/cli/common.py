@@ -15,7 +15,9 @@ from diffusion_lab.visualize import save_samples
 
 def record_choices(cfg: DictConfig) -> None:
     """Store `group=option` choices in the config so errors and checkpoints can name them."""
-    choices = {k: v for k, v in HydraConfig.get().runtime.choices.items() if not k.startswith("hydra")}
+    choices = {
+        k: v for k, v in HydraConfig.get().runtime.choices.items() if not k.startswith("hydra")
+    }
     with open_dict(cfg):
         cfg.choices = choices
 

@@ -24,12 +24,17 @@ def main(cfg: DictConfig) -> None:
     except (CheckpointError, ConfigError) as err:
         fail(err)
     pl.seed_everything(cfg.seed)
-    trainer = pl.Trainer(accelerator=cfg.accelerator, devices=1, logger=False, enable_checkpointing=False)
+    trainer = pl.Trainer(
+        accelerator=cfg.accelerator, devices=1, logger=False, enable_checkpointing=False
+    )
     try:
         metrics = trainer.test(module, datamodule=parts.datamodule)[0]
     except FileNotFoundError as err:
         fail(err)
-    write_json(Path(cfg.paths.output_dir) / "results.json", {"ckpt_path": str(cfg.ckpt_path), "metrics": metrics, "versions": versions()})
+    write_json(
+        Path(cfg.paths.output_dir) / "results.json",
+        {"ckpt_path": str(cfg.ckpt_path), "metrics": metrics, "versions": versions()},
+    )
     print(f"\nresults: {Path(cfg.paths.output_dir) / 'results.json'}")
 
 

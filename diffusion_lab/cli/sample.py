@@ -20,12 +20,18 @@ from diffusion_lab.results import versions, write_json
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="sample")
 def main(cfg: DictConfig) -> None:
     try:
-        module, parts, run_cfg = module_from_checkpoint(cfg.ckpt_path, sampler_cfg=cfg.get("sampler"))
+        module, parts, run_cfg = module_from_checkpoint(
+            cfg.ckpt_path, sampler_cfg=cfg.get("sampler")
+        )
     except (CheckpointError, ConfigError) as err:
         fail(err)
-    sampler = parts.sampler if cfg.num_steps is None else partial(parts.sampler, num_steps=cfg.num_steps)
+    sampler = (
+        parts.sampler if cfg.num_steps is None else partial(parts.sampler, num_steps=cfg.num_steps)
+    )
     module.to(cfg.device)
-    facts = sample_and_save(module, cfg.num_samples, cfg.seed, Path(cfg.paths.output_dir), sampler=sampler)
+    facts = sample_and_save(
+        module, cfg.num_samples, cfg.seed, Path(cfg.paths.output_dir), sampler=sampler
+    )
     facts.update(
         ckpt_path=str(cfg.ckpt_path),
         sampler=OmegaConf.to_container(run_cfg.sampler),

@@ -30,7 +30,9 @@ def train(cfg: DictConfig) -> dict:
     trainer.fit(module, datamodule=parts.datamodule, ckpt_path=cfg.ckpt_path)
     fit_seconds = time.perf_counter() - start
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
-    metrics.update({k: float(v) for k, v in trainer.test(module, datamodule=parts.datamodule)[0].items()})
+    metrics.update(
+        {k: float(v) for k, v in trainer.test(module, datamodule=parts.datamodule)[0].items()}
+    )
     if trainer.global_rank != 0:
         return {"metrics": metrics}
 
@@ -44,14 +46,17 @@ def train(cfg: DictConfig) -> dict:
         "train_images_per_s": throughput.images_per_s if throughput else None,
         "sampling": sampling,
         "peak_memory_mb": peak_memory_mb(module.device),
-        "device": str(module.device) + (f" ({torch.cuda.get_device_name()})" if module.device.type == "cuda" else ""),
+        "device": str(module.device)
+        + (f" ({torch.cuda.get_device_name()})" if module.device.type == "cuda" else ""),
         "precision": str(trainer.precision),
         "checkpoint": str(out / "checkpoints" / "last.ckpt"),
         "choices": dict(cfg.get("choices", {})),
         "versions": versions(),
     }
     write_json(out / "results.json", results)
-    print(f"\nrun directory: {out}\n  samples: {sampling['grid']}\n  results: {out / 'results.json'}")
+    print(
+        f"\nrun directory: {out}\n  samples: {sampling['grid']}\n  results: {out / 'results.json'}"
+    )
     return results
 
 

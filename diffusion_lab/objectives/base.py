@@ -41,4 +41,3 @@ class Objective(nn.Module):
 def eps_hat(state: State, c_t: Tensor, c0_hat: Tensor) -> Tensor:
     """The noise implied by a denoised estimate: ẑ = (c_t − α ĉ0) / σ."""
     return (c_t - state.alpha * c0_hat) / state.sigma
-

@@ -7,7 +7,18 @@ With α_{t|s} = α_t/α_s and σ²_{t|s} = σ_t² − α_{t|s}² σ_s² (Kingma 
 from diffusion_lab.samplers.common import randn_like, report, state_at, steps
 
 
-def sample(denoiser, process, x, *, num_steps, grid, cond=None, generator=None, callback=None, progress=False):
+def sample(
+    denoiser,
+    process,
+    x,
+    *,
+    num_steps,
+    grid,
+    cond=None,
+    generator=None,
+    callback=None,
+    progress=False,
+):
     basis = process.basis
     for i, t, t_next in steps(process, num_steps, grid, x, progress, "ancestral"):
         st, ss = state_at(process, t, x), state_at(process, t_next, x)

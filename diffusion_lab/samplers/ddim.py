@@ -8,7 +8,19 @@
 from diffusion_lab.samplers.common import randn_like, report, state_at, steps
 
 
-def sample(denoiser, process, x, *, num_steps, grid, eta=0.0, cond=None, generator=None, callback=None, progress=False):
+def sample(
+    denoiser,
+    process,
+    x,
+    *,
+    num_steps,
+    grid,
+    eta=0.0,
+    cond=None,
+    generator=None,
+    callback=None,
+    progress=False,
+):
     basis = process.basis
     for i, t, t_next in steps(process, num_steps, grid, x, progress, "ddim"):
         st, ss = state_at(process, t, x), state_at(process, t_next, x)

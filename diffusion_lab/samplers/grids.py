@@ -19,7 +19,11 @@ def _finish(t: Tensor) -> Tensor:
 
 
 def _spaced(num_steps: int, start: float, end: float) -> Tensor:
-    return torch.linspace(start, end, num_steps, dtype=torch.float64) if num_steps > 1 else torch.tensor([start], dtype=torch.float64)
+    return (
+        torch.linspace(start, end, num_steps, dtype=torch.float64)
+        if num_steps > 1
+        else torch.tensor([start], dtype=torch.float64)
+    )
 
 
 def uniform(process, num_steps: int, t_max: float = 1.0, t_min: float | None = None) -> Tensor:
@@ -29,11 +33,19 @@ def uniform(process, num_steps: int, t_max: float = 1.0, t_min: float | None = N
 
 def _logsnr_at_1(process) -> float:
     if not hasattr(process.schedule, "logsnr"):
-        raise TypeError(f"this grid needs a log-SNR schedule, got {type(process.schedule).__name__}")
+        raise TypeError(
+            f"this grid needs a log-SNR schedule, got {type(process.schedule).__name__}"
+        )
     return float(process.schedule.logsnr(torch.ones(1)))
 
 
-def karras(process, num_steps: int, rho: float = 7.0, sigma_min: float = 0.002, sigma_max: float | None = None) -> Tensor:
+def karras(
+    process,
+    num_steps: int,
+    rho: float = 7.0,
+    sigma_min: float = 0.002,
+    sigma_max: float | None = None,
+) -> Tensor:
     sigma_max = math.exp(-_logsnr_at_1(process) / 2) if sigma_max is None else sigma_max
     ramp = _spaced(num_steps, sigma_max ** (1 / rho), sigma_min ** (1 / rho)) ** rho
     t = process.t_from_logsnr(-2 * torch.log(ramp))

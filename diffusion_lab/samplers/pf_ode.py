@@ -22,10 +22,14 @@ def _slope(denoiser, process, x_tilde, state, ratio, cond):
     return (x_tilde - process.basis(x0)) / ratio, x0
 
 
-def _solve(denoiser, process, x, num_steps, grid, cond, generator, callback, progress, second_order, churn):
+def _solve(
+    denoiser, process, x, num_steps, grid, cond, generator, callback, progress, second_order, churn
+):
     s_churn, s_tmin, s_tmax, s_noise = churn
     if s_churn > 0 and not process.isotropic:
-        raise ValueError("sampler.s_churn > 0 needs an isotropic degradation (one noise level per sample)")
+        raise ValueError(
+            "sampler.s_churn > 0 needs an isotropic degradation (one noise level per sample)"
+        )
     gamma_max = min(s_churn / num_steps, math.sqrt(2) - 1)
     name = "heun" if second_order else "euler"
     for i, t, t_next in steps(process, num_steps, grid, x, progress, name):
@@ -33,7 +37,9 @@ def _solve(denoiser, process, x, num_steps, grid, cond, generator, callback, pro
         x_tilde, ratio = process.basis(x) / st.alpha, st.sigma / st.alpha
         if gamma_max > 0 and s_tmin <= float(ratio.flatten()[0]) <= s_tmax:
             ratio_hat = ratio * (1 + gamma_max)
-            x_tilde = x_tilde + (ratio_hat**2 - ratio**2).sqrt() * s_noise * randn_like(x_tilde, generator)
+            x_tilde = x_tilde + (ratio_hat**2 - ratio**2).sqrt() * s_noise * randn_like(
+                x_tilde, generator
+            )
             t_hat = process.t_from_logsnr(-2 * torch.log(ratio_hat.flatten()[:1])).clamp(0, 1)
             st, ratio = state_at(process, expand_t(t_hat[0], x.shape[0], x.device), x), ratio_hat
         d, x0 = _slope(denoiser, process, x_tilde, st, ratio, cond)
@@ -47,16 +53,53 @@ def _solve(denoiser, process, x, num_steps, grid, cond, generator, callback, pro
     return x
 
 
-def euler(denoiser, process, x, *, num_steps, grid, cond=None, generator=None, callback=None, progress=False):
-    return _solve(denoiser, process, x, num_steps, grid, cond, generator, callback, progress, False, (0.0, 0.0, math.inf, 1.0))
+def euler(
+    denoiser,
+    process,
+    x,
+    *,
+    num_steps,
+    grid,
+    cond=None,
+    generator=None,
+    callback=None,
+    progress=False,
+):
+    return _solve(
+        denoiser,
+        process,
+        x,
+        num_steps,
+        grid,
+        cond,
+        generator,
+        callback,
+        progress,
+        False,
+        (0.0, 0.0, math.inf, 1.0),
+    )
 
 
 def heun(
-    denoiser, process, x, *, num_steps, grid, s_churn=0.0, s_tmin=0.0, s_tmax=math.inf, s_noise=1.0,
-    cond=None, generator=None, callback=None, progress=False,
+    denoiser,
+    process,
+    x,
+    *,
+    num_steps,
+    grid,
+    s_churn=0.0,
+    s_tmin=0.0,
+    s_tmax=math.inf,
+    s_noise=1.0,
+    cond=None,
+    generator=None,
+    callback=None,
+    progress=False,
 ):
     churn = (float(s_churn), float(s_tmin), float(s_tmax), float(s_noise))
-    return _solve(denoiser, process, x, num_steps, grid, cond, generator, callback, progress, True, churn)
+    return _solve(
+        denoiser, process, x, num_steps, grid, cond, generator, callback, progress, True, churn
+    )
 
 
 euler.requires = heun.requires = ("full_rank_noise",)

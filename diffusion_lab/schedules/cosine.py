@@ -20,7 +20,9 @@ class Cosine(LogSNRSchedule):
     def __init__(self, logsnr_min: float = -10.0, logsnr_max: float | None = None):
         logsnr_max = math.inf if logsnr_max is None else float(logsnr_max)
         if not logsnr_min < logsnr_max:
-            raise ValueError(f"schedule needs logsnr_min < logsnr_max, got {logsnr_min}, {logsnr_max}")
+            raise ValueError(
+                f"schedule needs logsnr_min < logsnr_max, got {logsnr_min}, {logsnr_max}"
+            )
         self.logsnr_min, self.logsnr_max = float(logsnr_min), logsnr_max
         self._phi_min = math.atan(math.exp(-logsnr_max / 2))
         self._phi_max = math.atan(math.exp(-logsnr_min / 2))

@@ -16,10 +16,17 @@ from diffusion_lab.schedules.base import LogSNRSchedule
 
 
 class Sigmoid(LogSNRSchedule):
-    def __init__(self, start: float = -3.0, end: float = 3.0, tau: float = 1.0, clip_min: float = 1e-9):
+    def __init__(
+        self, start: float = -3.0, end: float = 3.0, tau: float = 1.0, clip_min: float = 1e-9
+    ):
         if not start < end or tau <= 0:
             raise ValueError(f"schedule needs start < end and tau > 0, got {start}, {end}, {tau}")
-        self.start, self.end, self.tau, self.clip_min = float(start), float(end), float(tau), clip_min
+        self.start, self.end, self.tau, self.clip_min = (
+            float(start),
+            float(end),
+            float(tau),
+            clip_min,
+        )
         self._v_start = 1 / (1 + math.exp(-start / tau))
         self._v_end = 1 / (1 + math.exp(-end / tau))
 

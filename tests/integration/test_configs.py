@@ -8,8 +8,22 @@ from hydra.errors import ConfigCompositionException
 from diffusion_lab.build import ConfigError, build
 from diffusion_lab.cli import CONFIG_DIR
 
-GROUPS = ["dataset", "degradation", "schedule", "backbone", "precond", "objective", "objective/time",
-          "objective/weighting", "sampler", "sampler/grid", "optim", "trainer", "logger", "callbacks"]
+GROUPS = [
+    "dataset",
+    "degradation",
+    "schedule",
+    "backbone",
+    "precond",
+    "objective",
+    "objective/time",
+    "objective/weighting",
+    "sampler",
+    "sampler/grid",
+    "optim",
+    "trainer",
+    "logger",
+    "callbacks",
+]
 # Options that need a partner from another group to make sense.
 PARTNERS = {("backbone", "mlp"): ["dataset=toy2d"], ("dataset", "toy2d"): ["backbone=mlp"]}
 
@@ -48,7 +62,10 @@ def test_unknown_option_is_rejected(make_cfg):
     [
         (["backbone=mlp"], ["backbone=mlp", "dataset=digits"]),
         (["dataset=toy2d"], ["backbone=unet", "dataset=toy2d"]),
-        (["dataset=toy2d", "dataset.name=moons", "backbone=mlp", "conditional=true"], ["conditional=true", "dataset=toy2d"]),
+        (
+            ["dataset=toy2d", "dataset.name=moons", "backbone=mlp", "conditional=true"],
+            ["conditional=true", "dataset=toy2d"],
+        ),
     ],
 )
 def test_incompatible_combinations_name_both_groups(make_cfg, overrides, names):

@@ -13,7 +13,10 @@ from diffusion_lab.process import ForwardProcess
 from diffusion_lab.schedules import EDM, Cosine
 from tests.oracles import gaussian
 
-PROCESSES = [ForwardProcess(VariancePreserving(), Cosine(), (4,)), ForwardProcess(VarianceExploding(), EDM(), (4,))]
+PROCESSES = [
+    ForwardProcess(VariancePreserving(), Cosine(), (4,)),
+    ForwardProcess(VarianceExploding(), EDM(), (4,)),
+]
 
 
 class _SNR:

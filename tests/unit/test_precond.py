@@ -5,7 +5,7 @@ import torch
 
 from diffusion_lab.bases import Identity
 from diffusion_lab.denoiser import Denoiser
-from diffusion_lab.precond import EDM, V, X0, Eps
+from diffusion_lab.precond import EDM, X0, Eps, V
 from diffusion_lab.process import State
 
 SD = 0.5
@@ -30,7 +30,9 @@ def test_edm_unit_variance_input_and_target():
     assert torch.allclose(var_target, torch.ones_like(var_target), atol=1e-5)
 
 
-@pytest.mark.parametrize("precond", [EDM(SD), Eps(SD), V(SD), X0(SD)], ids=lambda p: type(p).__name__)
+@pytest.mark.parametrize(
+    "precond", [EDM(SD), Eps(SD), V(SD), X0(SD)], ids=lambda p: type(p).__name__
+)
 def test_ideal_network_output_recovers_x0(precond):
     """Each parameterisation's ideal F (z, v = αz − σx0, x0, EDM target) gives D = x0 exactly."""
     torch.manual_seed(0)

@@ -8,7 +8,13 @@ from diffusion_lab.process import ForwardProcess
 from diffusion_lab.schedules import EDM, Cosine, LinearBeta
 
 
-@pytest.fixture(params=[(VariancePreserving, Cosine), (VarianceExploding, EDM), (VariancePreserving, LinearBeta)])
+@pytest.fixture(
+    params=[
+        (VariancePreserving, Cosine),
+        (VarianceExploding, EDM),
+        (VariancePreserving, LinearBeta),
+    ]
+)
 def process(request):
     deg, sched = request.param
     return ForwardProcess(deg(), sched(), (1, 4, 4))

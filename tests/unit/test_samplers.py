@@ -29,7 +29,9 @@ SAMPLERS = {
     "ddim_eta1": partial(ddim.sample, num_steps=500, grid=grids.uniform, eta=1.0),
     "euler": partial(pf_ode.euler, num_steps=128, grid=grids.karras),
     "heun": partial(pf_ode.heun, num_steps=48, grid=grids.karras),
-    "heun_churn": partial(pf_ode.heun, num_steps=128, grid=grids.karras, s_churn=20, s_tmin=0.05, s_tmax=50),
+    "heun_churn": partial(
+        pf_ode.heun, num_steps=128, grid=grids.karras, s_churn=20, s_tmin=0.05, s_tmax=50
+    ),
     "heun_log_snr": partial(pf_ode.heun, num_steps=64, grid=grids.log_snr),
 }
 
@@ -65,7 +67,9 @@ def test_heun_converges_faster_than_euler():
     exact = 0.2 + (x_T - 0.2) * 0.4 / (0.4**2 + 80.0**2) ** 0.5
 
     def error(solver, n):
-        return (solver(data, process, x_T, num_steps=n, grid=grids.karras) - exact).abs().max().item()
+        return (
+            (solver(data, process, x_T, num_steps=n, grid=grids.karras) - exact).abs().max().item()
+        )
 
     euler = [error(pf_ode.euler, n) for n in (32, 64, 128)]
     heun = [error(pf_ode.heun, n) for n in (32, 64, 128)]
@@ -119,4 +123,6 @@ def test_callback_and_nfe():
 
 def test_invalid_num_steps():
     with pytest.raises(ValueError, match="num_steps"):
-        ddim.sample(gaussian(0, 1), PROCESSES["ve_edm"], torch.zeros(2, 4), num_steps=0, grid=grids.uniform)
+        ddim.sample(
+            gaussian(0, 1), PROCESSES["ve_edm"], torch.zeros(2, 4), num_steps=0, grid=grids.uniform
+        )

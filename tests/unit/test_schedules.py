@@ -8,7 +8,14 @@ import torch
 from diffusion_lab.degradations import VarianceExploding, VariancePreserving
 from diffusion_lab.schedules import EDM, Cosine, LinearBeta, Sigmoid
 
-SCHEDULES = [LinearBeta(), Cosine(), Sigmoid(), EDM(), Cosine(logsnr_min=-8, logsnr_max=8), EDM(sigma_min=0.002)]
+SCHEDULES = [
+    LinearBeta(),
+    Cosine(),
+    Sigmoid(),
+    EDM(),
+    Cosine(logsnr_min=-8, logsnr_max=8),
+    EDM(sigma_min=0.002),
+]
 t = torch.linspace(0.001, 0.999, 999, dtype=torch.float64)
 
 
@@ -69,7 +76,8 @@ def test_vp_and_ve_share_the_noise_to_signal_ratio():
 
 
 @pytest.mark.parametrize(
-    "make", [lambda: LinearBeta(0.5, 0.1), lambda: Cosine(3, 2), lambda: Sigmoid(tau=0), lambda: EDM(-1)]
+    "make",
+    [lambda: LinearBeta(0.5, 0.1), lambda: Cosine(3, 2), lambda: Sigmoid(tau=0), lambda: EDM(-1)],
 )
 def test_invalid_parameters_raise(make):
     with pytest.raises(ValueError, match="schedule needs"):
