@@ -9,12 +9,16 @@ across epochs), and a NaN guard on the loss.
 from __future__ import annotations
 
 import copy
+import warnings
 
 import pytorch_lightning as pl
 import torch
 from torch import Tensor, nn
 
 from diffusion_lab.ema import ema_beta, ema_update
+
+# The EMA copy is in eval mode on purpose; Lightning would warn about it at every fit.
+warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode.*")
 
 
 class CountCalls(nn.Module):
