@@ -8,6 +8,7 @@ from functools import partial
 from pathlib import Path
 
 import hydra
+import torch
 from omegaconf import DictConfig, OmegaConf
 
 from diffusion_lab.build import ConfigError
@@ -28,7 +29,8 @@ def main(cfg: DictConfig) -> None:
     sampler = (
         parts.sampler if cfg.num_steps is None else partial(parts.sampler, num_steps=cfg.num_steps)
     )
-    module.to(cfg.device)
+    device = cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+    module.to(device)
     facts = sample_and_save(
         module, cfg.num_samples, cfg.seed, Path(cfg.paths.output_dir), sampler=sampler
     )

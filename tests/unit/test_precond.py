@@ -68,3 +68,22 @@ def test_denoiser_applies_coefficients():
 def test_sigma_data_must_be_positive():
     with pytest.raises(ValueError, match="sigma_data"):
         EDM(0)
+
+
+class _Linear(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lin = torch.nn.Linear(6, 6)
+
+    def forward(self, x, noise_cond, cond=None):
+        self.out = self.lin(x)
+        return self.out
+
+
+def test_only_the_backbone_runs_under_autocast():
+    net = _Linear()
+    d = Denoiser(net, EDM(SD), Identity())
+    st = State(t=torch.rand(4), alpha=alpha, sigma=sigma, noise_cond=torch.zeros(4))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = d(torch.randn(4, 6), st)
+    assert net.out.dtype == torch.bfloat16 and out.dtype == torch.float32
