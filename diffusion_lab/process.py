@@ -87,9 +87,16 @@ class ForwardProcess(nn.Module):
         noise_cond = self.degradation.noise_cond(self.schedule, t)
         return State(t=t, alpha=alpha, sigma=sigma, noise_cond=noise_cond)
 
+    def setup(self, statistics=None) -> "ForwardProcess":
+        """Let the degradation build its data-dependent parts (basis, prior); see build.py."""
+        self.degradation.setup(self.data_shape, statistics)
+        return self
+
     def degrade(self, x0: Tensor, t: Tensor) -> Tensor:
-        """The noise-free mean E[x_t | x0] = Uᵀ(α ⊙ U x0)."""
+        """The noise-free mean E[x_t | x0]: Uᵀ(α ⊙ U x0), or the Cold operator itself."""
         with fp32(x0):
+            if not self.linear:
+                return self.degradation.degrade(x0.float(), t)
             alpha = self.state(t).alpha
             return self.basis.inverse(alpha * self.basis(x0.float()))
 
@@ -97,8 +104,10 @@ class ForwardProcess(nn.Module):
         """Draw x_t ~ q(x_t | x0). Returns (x_t, noise z in basis coordinates, state)."""
         with fp32(x0):
             state = self.state(t)
+            z = torch.randn_like(x0.float()) if noise is None else noise
+            if not self.linear:  # Cold operators: deterministic mean plus (small) noise
+                return self.degradation.degrade(x0.float(), t) + state.sigma * z, z, state
             c0 = self.basis(x0.float())
-            z = torch.randn_like(c0) if noise is None else noise
             x_t = self.basis.inverse(state.alpha * c0 + state.sigma * z)
         return x_t, z, state
 

@@ -9,23 +9,18 @@ Shapes: t (B,) → α, σ (B, 1, ..., 1) broadcasting against x (B, *data_shape)
 """
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
-from diffusion_lab.bases import Identity
+from diffusion_lab.degradations.base import Degradation
 from diffusion_lab.schedules.base import LogSNRSchedule
 
 LOGSNR_CLAMP = 40.0  # keeps the noise embedding finite at t = 0 (λ = +∞)
 
 
-class _Gaussian(nn.Module):
+class _Gaussian(Degradation):
     isotropic = True
     full_rank_noise = True
-    linear = True
     schedule_type = LogSNRSchedule
-
-    def __init__(self):
-        super().__init__()
-        self.basis = Identity()
 
     def _alpha_sigma(self, logsnr: Tensor) -> tuple[Tensor, Tensor]:
         raise NotImplementedError
