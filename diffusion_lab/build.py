@@ -30,6 +30,7 @@ class Parts:
     denoiser: Denoiser
     objective: nn.Module
     sampler: partial
+    statistics: object = None  # DatasetStatistics when the process needed them
 
 
 def choice(cfg: DictConfig, group: str) -> str:
@@ -42,7 +43,7 @@ def choice(cfg: DictConfig, group: str) -> str:
 
 
 def _check_schedule(cfg, degradation, schedule) -> None:
-    wanted = getattr(degradation, "schedule_type", None)
+    wanted = degradation.schedule_type
     if wanted is not None and not isinstance(schedule, wanted):
         raise ConfigError(
             f"{choice(cfg, 'degradation')} needs a {wanted.__name__}; {choice(cfg, 'schedule')} is a "
@@ -87,17 +88,23 @@ def _check_conditioning(cfg, datamodule) -> None:
             )
 
 
-def build(cfg: DictConfig) -> Parts:
+def build(cfg: DictConfig, statistics=None) -> Parts:
+    """Instantiate and check all groups. `statistics` (from a checkpoint) avoids touching the data."""
     datamodule = instantiate(cfg.dataset)
     _check_conditioning(cfg, datamodule)
     degradation, schedule = instantiate(cfg.degradation), instantiate(cfg.schedule)
     _check_schedule(cfg, degradation, schedule)
     process = ForwardProcess(degradation, schedule, datamodule.data_shape)
+    if process.needs_statistics and statistics is None:
+        from diffusion_lab.data.statistics import load_or_compute
+
+        statistics = load_or_compute(datamodule, cfg.paths.cache_dir)
+    process.setup(statistics)
     _check_backbone(cfg, process.data_shape)
     denoiser = Denoiser(instantiate(cfg.backbone), instantiate(cfg.precond), process.basis)
     sampler = instantiate(cfg.sampler)
     _check_sampler(cfg, sampler, process)
-    return Parts(datamodule, process, denoiser, instantiate(cfg.objective), sampler)
+    return Parts(datamodule, process, denoiser, instantiate(cfg.objective), sampler, statistics)
 
 
 def build_module(cfg: DictConfig, parts: Parts) -> DiffusionModule:
@@ -114,4 +121,5 @@ def build_module(cfg: DictConfig, parts: Parts) -> DiffusionModule:
         seed=cfg.seed,
         class_conditional=bool(cfg.get("conditional", False)),
         config=OmegaConf.to_container(cfg, resolve=True),
+        statistics=parts.statistics.to_dict() if parts.statistics is not None else None,
     )

@@ -12,14 +12,15 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 CONFIG_KEY = "diffusion_lab_config"
+STATISTICS_KEY = "diffusion_lab_statistics"
 
 
 class CheckpointError(RuntimeError):
     """A checkpoint that is missing, unreadable or not written by diffusion_lab."""
 
 
-def load_checkpoint(path: str | Path) -> tuple[DictConfig, dict]:
-    """Read a checkpoint; returns (run config, state_dict). Raises CheckpointError with advice."""
+def load_checkpoint(path: str | Path) -> tuple[DictConfig, dict, dict | None]:
+    """Read a checkpoint; returns (run config, state_dict, statistics). Raises CheckpointError."""
     if path is None or str(path) in ("", "???"):
         raise CheckpointError(
             "no checkpoint given: pass ckpt_path=outputs/train/<run>/checkpoints/last.ckpt"
@@ -41,7 +42,7 @@ def load_checkpoint(path: str | Path) -> tuple[DictConfig, dict]:
         raise CheckpointError(
             f"{path} is not a diffusion_lab checkpoint (no '{CONFIG_KEY}' / 'state_dict' entries)."
         )
-    return OmegaConf.create(ckpt[CONFIG_KEY]), ckpt["state_dict"]
+    return OmegaConf.create(ckpt[CONFIG_KEY]), ckpt["state_dict"], ckpt.get(STATISTICS_KEY)
 
 
 def module_from_checkpoint(path: str | Path, sampler_cfg: DictConfig | None = None):
@@ -51,10 +52,12 @@ def module_from_checkpoint(path: str | Path, sampler_cfg: DictConfig | None = No
     """
     from diffusion_lab.build import build, build_module
 
-    cfg, state_dict = load_checkpoint(path)
+    from diffusion_lab.data.statistics import DatasetStatistics
+
+    cfg, state_dict, statistics = load_checkpoint(path)
     if sampler_cfg is not None:
         cfg.sampler = sampler_cfg
-    parts = build(cfg)
+    parts = build(cfg, DatasetStatistics.from_dict(statistics) if statistics else None)
     module = build_module(cfg, parts)
     missing, unexpected = module.load_state_dict(state_dict, strict=False)
     if missing or unexpected:

@@ -48,6 +48,7 @@ class DiffusionModule(pl.LightningModule):
         seed: int = 0,
         class_conditional: bool = False,
         config: dict | None = None,
+        statistics: dict | None = None,
     ):
         super().__init__()
         self.process, self.denoiser, self.objective = process, denoiser, objective
@@ -57,6 +58,13 @@ class DiffusionModule(pl.LightningModule):
         self.ema_half_life_images, self.ema_rampup_ratio = ema_half_life_images, ema_rampup_ratio
         self.class_conditional = class_conditional
         self.config = config or {}
+        self.statistics = statistics  # dataset statistics the process was built from (plain tensors)
+
+    def train(self, mode: bool = True):
+        """The EMA copy always stays in eval mode (no dropout when sampling mid-training)."""
+        super().train(mode)
+        self.ema.eval()
+        return self
 
     # -- training ----------------------------------------------------------------------------
     def _cond(self, y: Tensor) -> Tensor | None:
@@ -150,3 +158,4 @@ class DiffusionModule(pl.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["diffusion_lab_config"] = self.config
+        checkpoint["diffusion_lab_statistics"] = self.statistics

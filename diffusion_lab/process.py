@@ -87,9 +87,15 @@ class ForwardProcess(nn.Module):
         noise_cond = self.degradation.noise_cond(self.schedule, t)
         return State(t=t, alpha=alpha, sigma=sigma, noise_cond=noise_cond)
 
+    @property
+    def needs_statistics(self) -> bool:
+        return self.degradation.needs_statistics or getattr(self.schedule, "needs_statistics", False)
+
     def setup(self, statistics=None) -> "ForwardProcess":
-        """Let the degradation build its data-dependent parts (basis, prior); see build.py."""
+        """Build the data-dependent parts (basis, prior, estimated schedule); see build.py."""
         self.degradation.setup(self.data_shape, statistics)
+        if hasattr(self.schedule, "setup"):
+            self.schedule.setup(self.degradation, statistics)
         return self
 
     def degrade(self, x0: Tensor, t: Tensor) -> Tensor:

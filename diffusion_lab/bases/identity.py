@@ -6,6 +6,9 @@ from torch import Tensor, nn
 class Identity(nn.Module):
     """U = I: coefficients are the pixels themselves."""
 
+    def setup(self, data_shape, statistics=None) -> "Identity":
+        return self
+
     def forward(self, x: Tensor) -> Tensor:
         return x
 

@@ -6,6 +6,7 @@ Each objective owns its time density (objectives/time.py) and weighting (objecti
 from diffusion_lab.objectives.base import Objective
 from diffusion_lab.objectives.denoising import Denoising
 from diffusion_lab.objectives.eps import Eps
+from diffusion_lab.objectives.soft_score import SoftScore
 from diffusion_lab.objectives.v import V
 
-__all__ = ["Objective", "Denoising", "Eps", "V"]
+__all__ = ["Objective", "Denoising", "Eps", "V", "SoftScore"]

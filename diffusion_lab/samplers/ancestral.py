@@ -4,7 +4,9 @@ With α_{t|s} = α_t/α_s and σ²_{t|s} = σ_t² − α_{t|s}² σ_s² (Kingma 
     μ = (α_{t|s} σ_s² / σ_t²) x_t + (α_s σ²_{t|s} / σ_t²) x̂0,    Var = σ²_{t|s} σ_s² / σ_t².
 """
 
-from diffusion_lab.samplers.common import randn_like, report, state_at, steps
+import torch
+
+from diffusion_lab.samplers.common import divide, randn_like, report, state_at, steps
 
 
 def sample(
@@ -25,11 +27,13 @@ def sample(
         x0 = denoiser(x, st, cond)
         a_ts = st.alpha / ss.alpha
         var_ts = (st.sigma**2 - a_ts**2 * ss.sigma**2).clamp(min=0)
-        mean = (a_ts * ss.sigma**2 * basis(x) + ss.alpha * var_ts * basis(x0)) / st.sigma**2
-        std = (var_ts * ss.sigma**2 / st.sigma**2).sqrt()
-        x = basis.inverse(mean + std * randn_like(mean, generator))
+        c_t = basis(x)
+        mean = divide(a_ts * ss.sigma**2 * c_t + ss.alpha * var_ts * basis(x0), st.sigma**2)
+        std = divide(var_ts * ss.sigma**2, st.sigma**2).sqrt()
+        c = mean + std * randn_like(mean, generator)
+        x = basis.inverse(torch.where(st.sigma > 0, c, c_t))  # σ_t = 0: clean, kept
         report(callback, x, i, t, x0)
     return x
 
 
-sample.requires = ("full_rank_noise",)
+sample.requires = ("linear",)

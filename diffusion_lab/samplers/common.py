@@ -30,3 +30,8 @@ def randn_like(x: Tensor, generator: torch.Generator | None) -> Tensor:
 def report(callback, x: Tensor, i: int, t: Tensor, denoised: Tensor) -> None:
     if callback is not None:
         callback({"x": x, "i": i, "t": t, "denoised": denoised})
+
+
+def divide(num: Tensor, den: Tensor) -> Tensor:
+    """num / den where den > 0, else 0: components with σ = 0 are clean and carry no noise."""
+    return torch.where(den > 0, num / torch.where(den > 0, den, torch.ones_like(den)), torch.zeros_like(num))

@@ -3,9 +3,12 @@
     ẑ = (c_t − α_t ĉ0) / σ_t,    c_s = α_s ĉ0 + sqrt(σ_s² − s²) ẑ + s z,
     s² = η² σ²_{t|s} σ_s² / σ_t²,  σ²_{t|s} = σ_t² − (α_t/α_s)² σ_s².
 η = 0 is the deterministic sampler (Euler on the probability-flow ODE in σ/α); η = 1 is ancestral.
+With constant σ and η = 0 it is Cold Diffusion's Alg. 2 step on the mean (see tests).
 """
 
-from diffusion_lab.samplers.common import randn_like, report, state_at, steps
+import torch
+
+from diffusion_lab.samplers.common import divide, randn_like, report, state_at, steps
 
 
 def sample(
@@ -26,15 +29,16 @@ def sample(
         st, ss = state_at(process, t, x), state_at(process, t_next, x)
         x0 = denoiser(x, st, cond)
         c0 = basis(x0)
-        z_hat = (basis(x) - st.alpha * c0) / st.sigma
+        c_t = basis(x)
+        z_hat = divide(c_t - st.alpha * c0, st.sigma)
         var_ts = (st.sigma**2 - (st.alpha / ss.alpha) ** 2 * ss.sigma**2).clamp(min=0)
-        s2 = eta**2 * var_ts * ss.sigma**2 / st.sigma**2
+        s2 = eta**2 * divide(var_ts * ss.sigma**2, st.sigma**2)
         c = ss.alpha * c0 + (ss.sigma**2 - s2).clamp(min=0).sqrt() * z_hat
         if eta > 0:
             c = c + s2.sqrt() * randn_like(c, generator)
-        x = basis.inverse(c)
+        x = basis.inverse(torch.where(st.sigma > 0, c, c_t))  # σ_t = 0: clean, kept
         report(callback, x, i, t, x0)
     return x
 
 
-sample.requires = ("full_rank_noise",)
+sample.requires = ("linear",)

@@ -13,13 +13,13 @@ import math
 import torch
 
 from diffusion_lab.process import expand_t
-from diffusion_lab.samplers.common import randn_like, report, state_at, steps
+from diffusion_lab.samplers.common import divide, randn_like, report, state_at, steps
 
 
 def _slope(denoiser, process, x_tilde, state, ratio, cond):
     x = process.basis.inverse(state.alpha * x_tilde)
     x0 = denoiser(x, state, cond)
-    return (x_tilde - process.basis(x0)) / ratio, x0
+    return divide(x_tilde - process.basis(x0), ratio), x0  # σ = 0 components do not move
 
 
 def _solve(
@@ -102,4 +102,4 @@ def heun(
     )
 
 
-euler.requires = heun.requires = ("full_rank_noise",)
+euler.requires = heun.requires = ("linear",)
