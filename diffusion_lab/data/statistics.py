@@ -180,7 +180,9 @@ def load_or_compute(datamodule, cache_dir: str | os.PathLike, **kw) -> DatasetSt
             if stats.pca_components is not None or not want_pca:
                 return stats
         except Exception as e:
-            warnings.warn(f"statistics cache {path} is unreadable ({e!r}); recomputing", stacklevel=2)
+            warnings.warn(
+                f"statistics cache {path} is unreadable ({e!r}); recomputing", stacklevel=2
+            )
     print(f"computing dataset statistics of {type(datamodule).__name__} -> {path}")
     stats = compute_statistics(datamodule, pca=want_pca, **kw)
     path.parent.mkdir(parents=True, exist_ok=True)

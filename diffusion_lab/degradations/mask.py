@@ -16,6 +16,7 @@ import torch
 from torch import Tensor
 
 from diffusion_lab.degradations.base import Degradation
+from diffusion_lab.degradations.blur import ALPHA_MIN
 
 
 class Mask(Degradation):
@@ -41,7 +42,7 @@ class Mask(Degradation):
         t = t.float().view(-1, 1, 1, 1)
         radius = -3 * self.fade + t * (self.distance.max() + 6 * self.fade)
         alpha = 0.5 * (1 + torch.erf((self.distance - radius) / (self.fade * math.sqrt(2))))
-        alpha = torch.where(t > 0, alpha, torch.ones_like(alpha))
+        alpha = torch.where(t > 0, alpha.clamp(min=ALPHA_MIN), torch.ones_like(alpha))
         sigma = self.noise_min * (self.noise_max / self.noise_min) ** t
         return alpha, torch.where(t > 0, sigma, torch.zeros_like(sigma))
 

@@ -55,3 +55,11 @@ def karras(
 def log_snr(process, num_steps: int, logsnr_max: float = 12.4) -> Tensor:
     lam = _spaced(num_steps, _logsnr_at_1(process), logsnr_max)
     return _finish(process.t_from_logsnr(lam).clamp(0, 1))
+
+
+def starting_at(process, num_steps: int, *, grid, t_start: float) -> Tensor:
+    """`grid` cut to start at t_start (for restoring an image already degraded to t_start)."""
+    if not 0 < t_start <= 1:
+        raise ValueError(f"start_t must lie in (0, 1], got {t_start}")
+    t = grid(process, num_steps)
+    return torch.cat([torch.tensor([float(t_start)]), t[t < t_start]])

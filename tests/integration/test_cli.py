@@ -59,6 +59,22 @@ def test_sample_from_checkpoint_with_overrides(trained_run):
     assert json.loads((cwd / "sample" / "results.json").read_text())["nfe"] == 4
 
 
+def test_restore_a_users_image(trained_run):
+    """sample.py init_image=PATH start_t=T runs the reverse process from the user's image."""
+    from PIL import Image
+
+    cwd, run = trained_run
+    Image.fromarray((torch.rand(20, 20) * 255).byte().numpy()).save(cwd / "degraded.png")
+    args = [f"ckpt_path={run}/checkpoints/last.ckpt", f"init_image={cwd}/degraded.png", "start_t=0.5",
+            "num_samples=2", f"hydra.run.dir={cwd}/restore"]
+    proc = run_cli("sample.py", *args, cwd=cwd)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = json.loads((cwd / "restore" / "results.json").read_text())
+    assert results["start_t"] == 0.5 and results["nfe"] < 2 * 3 - 1  # fewer steps than from t = 1
+    bad = run_cli("sample.py", f"ckpt_path={run}/checkpoints/last.ckpt", "init_image=missing.png", cwd=cwd)
+    assert bad.returncode == 2 and "init_image not found" in bad.stderr
+
+
 def test_evaluate_from_checkpoint(trained_run):
     cwd, run = trained_run
     proc = run_cli(

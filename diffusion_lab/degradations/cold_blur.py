@@ -1,0 +1,153 @@
+"""Cold Diffusion deblurring (Bansal et al. 2022, §4.1 and §5.1): cumulative Gaussian blur
+
+    x_k = G_k * x_{k−1},  x_0 = the image,  k = 1 … T,
+
+each G_k a normalised kernel_size² Gaussian of std σ_k applied per channel (depthwise), with
+    constant     σ_k = kernel_std
+    incremental  σ_k = kernel_std · k
+    exponential  σ_k = exp(kernel_std · (k − 1))        (the paper's generation routine).
+With to_mean_last_step the last level is replaced by the per-channel mean (the paper's "discrete"
+generation option), so only the channel means survive at t = 1 and the prior draws them from a
+full-covariance GMM fitted to the training set's channel means (§5.1), plus prior_noise · z.
+
+`ColdDegradation` is the surface all Cold operators share (here, beside the first of them): t maps
+to the level k = ceil(t·T) clamped to [0, T], so the `uniform` grid with T steps visits t_i = i/T;
+α = 1 and σ = `noise` (x_t = degrade(x0, t) + σ z); the backbone is conditioned on t itself.
+
+Shapes: x0 (B, C, H, W) in [−1, 1]; t (B,); α, σ (B, 1, 1, 1).
+"""
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from diffusion_lab.degradations.base import Degradation
+from diffusion_lab.priors import GaussianMixturePrior
+
+LEVEL_TOLERANCE = 1e-3  # in level units: t = i/T rounded to float32 still maps to level i
+
+
+class ColdDegradation(Degradation):
+    """Deterministic operator degrade(x0, t) on T discrete levels, plus small noise σ."""
+
+    linear = False
+    full_rank_noise = False
+    isotropic = False
+    schedule_type = None
+
+    def __init__(self, num_levels: int, noise: float = 0.0):
+        super().__init__()
+        if num_levels < 1 or noise < 0:
+            raise ValueError(
+                f"degradation.num_levels must be >= 1 and degradation.noise >= 0, "
+                f"got num_levels={num_levels}, noise={noise}"
+            )
+        self.num_levels, self.noise = int(num_levels), float(noise)
+
+    def level(self, t: Tensor) -> Tensor:
+        """Level k = ceil(t·T) clamped to [0, T], as int64 (B,)."""
+        k = torch.ceil(t.double() * self.num_levels - LEVEL_TOLERANCE)
+        return k.clamp(0, self.num_levels).long()
+
+    def alpha_sigma(self, schedule, t: Tensor, data_shape) -> tuple[Tensor, Tensor]:
+        alpha = torch.ones(t.shape[0], *([1] * len(data_shape)), device=t.device)
+        return alpha, torch.full_like(alpha, self.noise)
+
+    def noise_cond(self, schedule, t: Tensor) -> Tensor:
+        return t.float()
+
+    @staticmethod
+    def _randn(shape, device, generator) -> Tensor:
+        gen_device = generator.device if generator is not None else device
+        return torch.randn(shape, generator=generator, device=gen_device).to(device)
+
+
+ROUTINES = {
+    "constant": lambda std, k: std,
+    "incremental": lambda std, k: std * k,
+    "exponential": lambda std, k: math.exp(std * (k - 1)),
+}
+PADDINGS = ("circular", "reflect")
+
+
+def gaussian_kernel(size: int, std: float) -> Tensor:
+    """Normalised 2-D Gaussian (size, size), the outer product of two 1-D kernels (float32)."""
+    x = torch.linspace(-(size // 2), size // 2, size, dtype=torch.float64)
+    k1 = torch.exp(-0.5 * (x / std) ** 2)
+    k1 = k1 / k1.sum()
+    return torch.outer(k1, k1).float()
+
+
+class ColdBlur(ColdDegradation):
+    needs_statistics = True
+
+    def __init__(
+        self,
+        num_levels: int = 40,
+        kernel_size: int = 11,
+        kernel_std: float = 0.1,
+        blur_routine: str = "incremental",
+        padding: str = "circular",
+        to_mean_last_step: bool = True,
+        noise: float = 0.0,
+        prior_noise: float = 0.002,
+        prior_components: int = 1,
+        prior_seed: int = 0,
+    ):
+        super().__init__(num_levels, noise)
+        if blur_routine not in ROUTINES:
+            raise ValueError(
+                f"blur_routine must be one of {sorted(ROUTINES)}, got {blur_routine!r}"
+            )
+        if padding not in PADDINGS:
+            raise ValueError(f"padding must be one of {list(PADDINGS)}, got {padding!r}")
+        if kernel_size < 1 or kernel_size % 2 == 0 or kernel_std <= 0:
+            raise ValueError(
+                f"kernel_size must be odd and kernel_std > 0, got {kernel_size}, {kernel_std}"
+            )
+        self.kernel_size, self.padding = int(kernel_size), padding
+        self.to_mean_last_step = bool(to_mean_last_step)
+        self.prior_noise, self.prior_components = float(prior_noise), int(prior_components)
+        self.prior_seed = int(prior_seed)
+        stds = [ROUTINES[blur_routine](float(kernel_std), k) for k in range(1, num_levels + 1)]
+        kernels = torch.stack([gaussian_kernel(kernel_size, s) for s in stds])  # (T, ks, ks)
+        self.register_buffer("kernels", kernels, persistent=False)
+        self.gmm = GaussianMixturePrior()
+
+    def setup(self, data_shape, statistics) -> None:
+        if self.padding == "reflect" and self.kernel_size // 2 >= min(data_shape[-2:]):
+            raise ValueError(
+                f"padding=reflect needs kernel_size // 2 < image side; got kernel_size="
+                f"{self.kernel_size} for data of shape {tuple(data_shape)}. Use padding=circular."
+            )
+        if statistics is not None:  # else the prior comes from a checkpoint
+            self.gmm.fit(statistics.channel_means, self.prior_components, self.prior_seed)
+
+    def blur(self, x: Tensor, k: int) -> Tensor:
+        """One step G_k * x (k ≥ 1), depthwise with the configured padding."""
+        c, pad = x.shape[1], self.kernel_size // 2
+        weight = self.kernels[k - 1].to(x).expand(c, 1, -1, -1)
+        return F.conv2d(F.pad(x, (pad, pad, pad, pad), mode=self.padding), weight, groups=c)
+
+    def degrade(self, x0: Tensor, t: Tensor) -> Tensor:
+        k = self.level(t).to(x0.device)
+        x = x0.clone()
+        for j in range(1, int(k.max()) + 1):  # samples still below their level take step j
+            idx = torch.nonzero(k >= j).squeeze(1)
+            x[idx] = self.blur(x[idx], j)
+        if self.to_mean_last_step:
+            last = (k == self.num_levels).view(-1, 1, 1, 1)
+            x = torch.where(last, x.mean((2, 3), keepdim=True).expand_as(x), x)
+        return x
+
+    def prior(self, schedule, shape, device=None, generator=None) -> Tensor:
+        """Channel means from the GMM, broadcast over pixels, plus prior_noise · z.
+
+        Exact for to_mean_last_step; otherwise it assumes level T has blurred to near-constant.
+        """
+        device = device if device is not None else self.kernels.device
+        means = self.gmm.sample(shape[0], generator).to(device)
+        flat = means.view(shape[0], shape[1], *([1] * (len(shape) - 2))).expand(shape)
+        return flat + self.prior_noise * self._randn(shape, device, generator)
