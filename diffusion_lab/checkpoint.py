@@ -51,7 +51,6 @@ def module_from_checkpoint(path: str | Path, sampler_cfg: DictConfig | None = No
     `sampler_cfg` replaces the sampler the run was trained with. Returns (module, parts, config).
     """
     from diffusion_lab.build import build, build_module
-
     from diffusion_lab.data.statistics import DatasetStatistics
 
     cfg, state_dict, statistics = load_checkpoint(path)

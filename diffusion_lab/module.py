@@ -58,7 +58,9 @@ class DiffusionModule(pl.LightningModule):
         self.ema_half_life_images, self.ema_rampup_ratio = ema_half_life_images, ema_rampup_ratio
         self.class_conditional = class_conditional
         self.config = config or {}
-        self.statistics = statistics  # dataset statistics the process was built from (plain tensors)
+        self.statistics = (
+            statistics  # dataset statistics the process was built from (plain tensors)
+        )
 
     def train(self, mode: bool = True):
         """The EMA copy always stays in eval mode (no dropout when sampling mid-training)."""
@@ -144,17 +146,36 @@ class DiffusionModule(pl.LightningModule):
         progress=False,
         x_T=None,
     ):
-        """Draw samples with the EMA denoiser from a seeded prior. Returns (x, nfe)."""
+        """Draw samples with the EMA denoiser from a seeded prior (or from x_T). Returns (x, nfe).
+
+        Restoration-only processes (no prior) restore degraded validation images instead."""
         sampler = sampler or self.sampler
         gen = torch.Generator(device="cpu").manual_seed(seed)
-        x = (
-            self.process.prior(num_samples, device="cpu", generator=gen).to(self.device)
-            if x_T is None
-            else x_T
-        )
+        if x_T is None and self.process.has_prior:
+            x_T = self.process.prior(num_samples, device="cpu", generator=gen)
+        elif x_T is None:
+            x_T = self._degraded_validation_images(num_samples, gen)
+        x = x_T.to(self.device)
         counted = CountCalls(self.ema)
         out = sampler(counted, self.process, x, cond=cond, generator=gen, progress=progress)
         return out, counted.nfe
+
+    def _degraded_validation_images(self, num_samples: int, gen: torch.Generator) -> Tensor:
+        """For restoration-only processes (no prior): the first validation images, degraded to t = 1."""
+        datamodule = (
+            getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        )
+        if datamodule is None:
+            raise NotImplementedError(
+                "this degradation has no prior to sample from: restore your own image with "
+                "`python sample.py ckpt_path=... init_image=PATH start_t=T`"
+            )
+        datamodule.setup("validate")
+        x0 = torch.stack(
+            [datamodule.val_set[i % len(datamodule.val_set)][0] for i in range(num_samples)]
+        )
+        noise = torch.randn(x0.shape, generator=gen)
+        return self.process.sample(x0, torch.ones(num_samples), noise)[0]
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["diffusion_lab_config"] = self.config

@@ -77,6 +77,10 @@ class ForwardProcess(nn.Module):
         return self.degradation.linear
 
     @property
+    def has_prior(self) -> bool:
+        return self.degradation.has_prior
+
+    @property
     def basis(self) -> nn.Module:
         return self.degradation.basis
 
@@ -89,9 +93,11 @@ class ForwardProcess(nn.Module):
 
     @property
     def needs_statistics(self) -> bool:
-        return self.degradation.needs_statistics or getattr(self.schedule, "needs_statistics", False)
+        return self.degradation.needs_statistics or getattr(
+            self.schedule, "needs_statistics", False
+        )
 
-    def setup(self, statistics=None) -> "ForwardProcess":
+    def setup(self, statistics=None) -> ForwardProcess:
         """Build the data-dependent parts (basis, prior, estimated schedule); see build.py."""
         self.degradation.setup(self.data_shape, statistics)
         if hasattr(self.schedule, "setup"):

@@ -27,7 +27,9 @@ def load_image(path: str, data_shape: tuple[int, ...]) -> torch.Tensor:
     from torchvision.transforms.functional import pil_to_tensor, resize
 
     if len(data_shape) != 3:
-        raise ConfigError(f"init_image needs an image model; this one generates data of shape {data_shape}")
+        raise ConfigError(
+            f"init_image needs an image model; this one generates data of shape {data_shape}"
+        )
     try:
         image = Image.open(path).convert("L" if data_shape[0] == 1 else "RGB")
     except FileNotFoundError:
@@ -41,18 +43,34 @@ def load_image(path: str, data_shape: tuple[int, ...]) -> torch.Tensor:
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="sample")
 def main(cfg: DictConfig) -> None:
     try:
-        module, parts, run_cfg = module_from_checkpoint(cfg.ckpt_path, sampler_cfg=cfg.get("sampler"))
-        sampler = parts.sampler if cfg.num_steps is None else partial(parts.sampler, num_steps=cfg.num_steps)
+        module, parts, run_cfg = module_from_checkpoint(
+            cfg.ckpt_path, sampler_cfg=cfg.get("sampler")
+        )
+        sampler = (
+            parts.sampler
+            if cfg.num_steps is None
+            else partial(parts.sampler, num_steps=cfg.num_steps)
+        )
         x_T = None
         if cfg.init_image is not None:
-            x_T = load_image(cfg.init_image, parts.process.data_shape).repeat(cfg.num_samples, 1, 1, 1)
-            sampler = partial(sampler, grid=partial(starting_at, grid=sampler.keywords["grid"], t_start=cfg.start_t))
+            x_T = load_image(cfg.init_image, parts.process.data_shape).repeat(
+                cfg.num_samples, 1, 1, 1
+            )
+            sampler = partial(
+                sampler,
+                grid=partial(starting_at, grid=sampler.keywords["grid"], t_start=cfg.start_t),
+            )
     except (CheckpointError, ConfigError, ValueError) as err:
         fail(err)
-    device = cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+    device = (
+        cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+    )
     module.to(device)
     out = Path(cfg.paths.output_dir)
-    facts = sample_and_save(module, cfg.num_samples, cfg.seed, out, sampler=sampler, x_T=None if x_T is None else x_T.to(device))
+    try:
+        facts = sample_and_save(module, cfg.num_samples, cfg.seed, out, sampler=sampler, x_T=x_T)
+    except NotImplementedError as err:
+        fail(err)
     facts.update(
         ckpt_path=str(cfg.ckpt_path),
         sampler=OmegaConf.to_container(run_cfg.sampler),

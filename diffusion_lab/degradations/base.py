@@ -7,6 +7,7 @@
                      Diffusion operators, which define `degrade(x0, t)` themselves
     schedule_type    the schedule class it reads; None when it ignores the `schedule` group
     needs_statistics True when `setup` needs dataset statistics (PCA basis, whitening, fitted prior)
+    has_prior        False for restoration-only operators (snow): nothing to generate from at t = 1
 
 Methods (t is (B,), x is (B, *data_shape)):
     setup(data_shape, statistics)            build buffers once (basis matrices, prior fit)
@@ -28,6 +29,7 @@ class Degradation(nn.Module):
     linear = True
     schedule_type = None
     needs_statistics = False
+    has_prior = True
 
     def __init__(self):
         super().__init__()

@@ -35,7 +35,9 @@ class Blur(Degradation):
     def __init__(self, noise: float = 0.01, prior_components: int = 1):
         super().__init__()
         if noise <= 0:
-            raise ValueError(f"degradation.noise must be > 0 (the heat-dissipation noise floor), got {noise}")
+            raise ValueError(
+                f"degradation.noise must be > 0 (the heat-dissipation noise floor), got {noise}"
+            )
         self.noise, self.prior_components = float(noise), int(prior_components)
         self.basis = DCT()
         self.dc_prior = GaussianMixturePrior()
@@ -43,13 +45,18 @@ class Blur(Degradation):
 
     def setup(self, data_shape, statistics) -> None:
         if len(data_shape) != 3:
-            raise ValueError(f"degradation=blur works on images (C, H, W), got data of shape {tuple(data_shape)}")
+            raise ValueError(
+                f"degradation=blur works on images (C, H, W), got data of shape {tuple(data_shape)}"
+            )
         self.basis.setup(data_shape)
         if statistics is not None:
             c, h, w = data_shape
             self.coef_std = statistics.dct_variance.float().sqrt()
             # DC coefficient of the orthonormal DCT-II = channel mean × √(HW)
-            self.dc_prior.fit(statistics.channel_means.float() * math.sqrt(h * w), n_components=self.prior_components)
+            self.dc_prior.fit(
+                statistics.channel_means.float() * math.sqrt(h * w),
+                n_components=self.prior_components,
+            )
 
     def noise_sigma(self, t: Tensor) -> Tensor:
         return torch.where(t > 0, torch.full_like(t, self.noise), torch.zeros_like(t))
@@ -64,7 +71,9 @@ class Blur(Degradation):
 
     def prior(self, schedule, shape, device=None, generator=None) -> Tensor:
         if self.coef_std.numel() == 0:
-            raise RuntimeError("the blur prior is fitted from dataset statistics: build the process with build()")
+            raise RuntimeError(
+                "the blur prior is fitted from dataset statistics: build the process with build()"
+            )
         batch = shape[0]
         c0 = self.coef_std * torch.randn(shape, generator=generator)
         c0[:, :, 0, 0] = self.dc_prior.sample(batch, generator=generator)
@@ -79,7 +88,9 @@ class BlurNoise(Blur):
     def __init__(self, noise_min: float = 0.01, noise_max: float = 1.0, prior_components: int = 1):
         super().__init__(noise=noise_min, prior_components=prior_components)
         if not 0 < noise_min < noise_max:
-            raise ValueError(f"degradation needs 0 < noise_min < noise_max, got {noise_min}, {noise_max}")
+            raise ValueError(
+                f"degradation needs 0 < noise_min < noise_max, got {noise_min}, {noise_max}"
+            )
         self.noise_min, self.noise_max = float(noise_min), float(noise_max)
 
     def noise_sigma(self, t: Tensor) -> Tensor:

@@ -124,6 +124,25 @@ class ColdBlur(ColdDegradation):
             )
         if statistics is not None:  # else the prior comes from a checkpoint
             self.gmm.fit(statistics.channel_means, self.prior_components, self.prior_seed)
+        if self.padding == "circular":
+            self.register_buffer(
+                "transfer", self._cumulative_transfer(data_shape[-2:]), persistent=False
+            )
+
+    def _cumulative_transfer(self, size) -> Tensor:
+        """Circular convolution is diagonal in Fourier space: level k multiplies rfft2(x) by
+        Π_{j ≤ k} rfft2(G_j wrapped onto the H×W torus). Returns (T + 1, H, W//2 + 1), level 0 = 1."""
+        h, w = size
+        pad = self.kernel_size // 2
+        offsets = torch.arange(-pad, pad + 1)
+        rows, cols = (
+            (offsets.view(-1, 1) % h).expand(-1, self.kernel_size),
+            (offsets.view(1, -1) % w).expand(self.kernel_size, -1),
+        )
+        torus = torch.zeros(self.num_levels, h * w, dtype=torch.float64)
+        torus.index_add_(1, (rows * w + cols).flatten(), self.kernels.double().flatten(1))
+        step = torch.fft.rfft2(torus.view(-1, h, w))
+        return torch.cat([torch.ones_like(step[:1]), torch.cumprod(step, 0)]).to(torch.complex64)
 
     def blur(self, x: Tensor, k: int) -> Tensor:
         """One step G_k * x (k ≥ 1), depthwise with the configured padding."""
@@ -133,10 +152,14 @@ class ColdBlur(ColdDegradation):
 
     def degrade(self, x0: Tensor, t: Tensor) -> Tensor:
         k = self.level(t).to(x0.device)
-        x = x0.clone()
-        for j in range(1, int(k.max()) + 1):  # samples still below their level take step j
-            idx = torch.nonzero(k >= j).squeeze(1)
-            x[idx] = self.blur(x[idx], j)
+        if self.padding == "circular" and hasattr(self, "transfer"):  # all levels in one FFT
+            spectrum = torch.fft.rfft2(x0.float()) * self.transfer[k].unsqueeze(1).to(x0.device)
+            x = torch.fft.irfft2(spectrum, s=x0.shape[-2:])
+        else:
+            x = x0.clone()
+            for j in range(1, int(k.max()) + 1):  # samples still below their level take step j
+                idx = torch.nonzero(k >= j).squeeze(1)
+                x[idx] = self.blur(x[idx], j)
         if self.to_mean_last_step:
             last = (k == self.num_levels).view(-1, 1, 1, 1)
             x = torch.where(last, x.mean((2, 3), keepdim=True).expand_as(x), x)

@@ -40,13 +40,26 @@ class GUD(Degradation):
     schedule_type = LogSNRSchedule
     needs_statistics = True
 
-    def __init__(self, basis: nn.Module, softness: float = 1.0, order: str = "frequency", whiten: bool = False):
+    def __init__(
+        self,
+        basis: nn.Module,
+        softness: float = 1.0,
+        order: str = "frequency",
+        whiten: bool = False,
+    ):
         super().__init__()
         if not softness > 0:
-            raise ValueError(f"degradation.softness must be > 0 (use a large value for ordinary diffusion), got {softness}")
+            raise ValueError(
+                f"degradation.softness must be > 0 (use a large value for ordinary diffusion), got {softness}"
+            )
         if order not in ORDERS:
             raise ValueError(f"degradation.order={order!r}; valid: {', '.join(ORDERS)}")
-        self.basis, self.softness, self.order, self.whiten = basis, float(softness), order, bool(whiten)
+        self.basis, self.softness, self.order, self.whiten = (
+            basis,
+            float(softness),
+            order,
+            bool(whiten),
+        )
         self.register_buffer("start", torch.zeros(0))
         self.register_buffer("noise_scale", torch.zeros(0))
 
@@ -63,12 +76,16 @@ class GUD(Degradation):
             return torch.ones(data_shape)
         if self.order == "frequency":
             if not hasattr(self.basis, "frequencies_squared"):
-                raise ValueError("degradation.order=frequency needs degradation.basis=dct or fourier")
+                raise ValueError(
+                    "degradation.order=frequency needs degradation.basis=dct or fourier"
+                )
             return _rank01(self.basis.frequencies_squared.expand(data_shape).clone())
         if self.order == "variance":
             return _rank01(-self._component_variance(data_shape, statistics))
         if len(data_shape) != 3:
-            raise ValueError(f"degradation.order={self.order} needs images, got data of shape {tuple(data_shape)}")
+            raise ValueError(
+                f"degradation.order={self.order} needs images, got data of shape {tuple(data_shape)}"
+            )
         _, h, w = data_shape
         rows, cols = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
         index = rows * w + cols if self.order == "row" else cols * h + rows
@@ -76,7 +93,9 @@ class GUD(Degradation):
 
     def _component_variance(self, data_shape, statistics) -> Tensor:
         if statistics is None:
-            raise ValueError("degradation=gud with order=variance or whiten=true needs dataset statistics")
+            raise ValueError(
+                "degradation=gud with order=variance or whiten=true needs dataset statistics"
+            )
         images = statistics.images.float()
         coefs = self.basis(images)
         return coefs.var(0).clamp(min=1e-8).view(data_shape)
@@ -85,7 +104,11 @@ class GUD(Degradation):
         self.basis.setup(data_shape, statistics)
         order = self._generation_order(tuple(data_shape), statistics)
         self.start = (1 - self.width) * (1 - order)
-        self.noise_scale = self._component_variance(data_shape, statistics).sqrt() if self.whiten else torch.ones(data_shape)
+        self.noise_scale = (
+            self._component_variance(data_shape, statistics).sqrt()
+            if self.whiten
+            else torch.ones(data_shape)
+        )
 
     def alpha_sigma(self, schedule, t: Tensor, data_shape):
         t = t.float().view(-1, *[1] * len(data_shape))
@@ -97,6 +120,8 @@ class GUD(Degradation):
         return t.float()
 
     def prior(self, schedule, shape, device=None, generator=None) -> Tensor:
-        _, sigma = self.alpha_sigma(schedule, torch.ones(shape[0], device=self.start.device), shape[1:])
+        _, sigma = self.alpha_sigma(
+            schedule, torch.ones(shape[0], device=self.start.device), shape[1:]
+        )
         z = torch.randn(shape, generator=generator).to(sigma.device)
         return self.basis.inverse(sigma * z).to(device)

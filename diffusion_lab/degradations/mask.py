@@ -22,7 +22,9 @@ from diffusion_lab.degradations.blur import ALPHA_MIN
 class Mask(Degradation):
     full_rank_noise = True
 
-    def __init__(self, fade: float = 1.0, noise_min: float = 0.01, noise_max: float = 1.0, center=None):
+    def __init__(
+        self, fade: float = 1.0, noise_min: float = 0.01, noise_max: float = 1.0, center=None
+    ):
         super().__init__()
         if fade <= 0 or not 0 < noise_min <= noise_max:
             raise ValueError("degradation=mask needs fade > 0 and 0 < noise_min <= noise_max")
@@ -35,7 +37,11 @@ class Mask(Degradation):
             raise ValueError(f"degradation=mask works on images (C, H, W), got {tuple(data_shape)}")
         _, h, w = data_shape
         cy, cx = self.center if self.center is not None else ((h - 1) / 2, (w - 1) / 2)
-        yy, xx = torch.meshgrid(torch.arange(h, dtype=torch.float32), torch.arange(w, dtype=torch.float32), indexing="ij")
+        yy, xx = torch.meshgrid(
+            torch.arange(h, dtype=torch.float32),
+            torch.arange(w, dtype=torch.float32),
+            indexing="ij",
+        )
         self.distance = torch.sqrt((yy - cy) ** 2 + (xx - cx) ** 2)[None]
 
     def alpha_sigma(self, schedule, t: Tensor, data_shape):

@@ -24,6 +24,7 @@ from diffusion_lab.degradations.cold_blur import ColdDegradation
 
 class Snow(ColdDegradation):
     needs_statistics = False
+    has_prior = False  # restoration only: training grids restore snowed validation images
 
     def __init__(
         self,

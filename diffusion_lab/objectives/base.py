@@ -42,4 +42,6 @@ class Objective(nn.Module):
 def eps_hat(state: State, c_t: Tensor, c0_hat: Tensor) -> Tensor:
     """The noise implied by a denoised estimate: ẑ = (c_t − α ĉ0) / σ (0 where σ = 0: no noise there)."""
     sigma = state.sigma
-    return torch.where(sigma > 0, (c_t - state.alpha * c0_hat) / torch.where(sigma > 0, sigma, 1.0), 0.0)
+    return torch.where(
+        sigma > 0, (c_t - state.alpha * c0_hat) / torch.where(sigma > 0, sigma, 1.0), 0.0
+    )

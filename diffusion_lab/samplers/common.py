@@ -34,4 +34,6 @@ def report(callback, x: Tensor, i: int, t: Tensor, denoised: Tensor) -> None:
 
 def divide(num: Tensor, den: Tensor) -> Tensor:
     """num / den where den > 0, else 0: components with σ = 0 are clean and carry no noise."""
-    return torch.where(den > 0, num / torch.where(den > 0, den, torch.ones_like(den)), torch.zeros_like(num))
+    return torch.where(
+        den > 0, num / torch.where(den > 0, den, torch.ones_like(den)), torch.zeros_like(num)
+    )

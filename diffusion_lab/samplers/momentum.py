@@ -39,12 +39,58 @@ def _naive_update(c, c0, st, ss, noise):
     return ss.alpha * c0 + ss.sigma * noise
 
 
-def momentum(denoiser, process, x, *, num_steps, grid, cond=None, generator=None, callback=None, progress=False):
-    return _run(denoiser, process, x, num_steps, grid, cond, generator, callback, progress, _momentum_update, "momentum")
+def momentum(
+    denoiser,
+    process,
+    x,
+    *,
+    num_steps,
+    grid,
+    cond=None,
+    generator=None,
+    callback=None,
+    progress=False,
+):
+    return _run(
+        denoiser,
+        process,
+        x,
+        num_steps,
+        grid,
+        cond,
+        generator,
+        callback,
+        progress,
+        _momentum_update,
+        "momentum",
+    )
 
 
-def naive(denoiser, process, x, *, num_steps, grid, cond=None, generator=None, callback=None, progress=False):
-    return _run(denoiser, process, x, num_steps, grid, cond, generator, callback, progress, _naive_update, "naive")
+def naive(
+    denoiser,
+    process,
+    x,
+    *,
+    num_steps,
+    grid,
+    cond=None,
+    generator=None,
+    callback=None,
+    progress=False,
+):
+    return _run(
+        denoiser,
+        process,
+        x,
+        num_steps,
+        grid,
+        cond,
+        generator,
+        callback,
+        progress,
+        _naive_update,
+        "naive",
+    )
 
 
 momentum.requires = naive.requires = ("linear",)

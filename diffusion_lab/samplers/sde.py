@@ -35,11 +35,28 @@ def _langevin(denoiser, process, x, state, cond, generator, snr):
     basis = process.basis
     c = basis(x)
     step = 2 * (snr * state.sigma) ** 2
-    c = c + step * _score(c, state, basis(denoiser(x, state, cond))) + (2 * step).sqrt() * randn_like(c, generator)
+    c = (
+        c
+        + step * _score(c, state, basis(denoiser(x, state, cond)))
+        + (2 * step).sqrt() * randn_like(c, generator)
+    )
     return basis.inverse(c)
 
 
-def _reverse(denoiser, process, x, num_steps, grid, cond, generator, callback, progress, corrector_steps, snr, name):
+def _reverse(
+    denoiser,
+    process,
+    x,
+    num_steps,
+    grid,
+    cond,
+    generator,
+    callback,
+    progress,
+    corrector_steps,
+    snr,
+    name,
+):
     for i, t, t_next in steps(process, num_steps, grid, x, progress, name):
         st, ss = state_at(process, t, x), state_at(process, t_next, x)
         x_next, x0 = _em_step(denoiser, process, x, st, ss, cond, generator)
@@ -53,17 +70,53 @@ def _reverse(denoiser, process, x, num_steps, grid, cond, generator, callback, p
     return x
 
 
-def euler_maruyama(denoiser, process, x, *, num_steps, grid, cond=None, generator=None, callback=None, progress=False):
-    return _reverse(denoiser, process, x, num_steps, grid, cond, generator, callback, progress, 0, 0.0, "sde")
+def euler_maruyama(
+    denoiser,
+    process,
+    x,
+    *,
+    num_steps,
+    grid,
+    cond=None,
+    generator=None,
+    callback=None,
+    progress=False,
+):
+    return _reverse(
+        denoiser, process, x, num_steps, grid, cond, generator, callback, progress, 0, 0.0, "sde"
+    )
 
 
 def pc(
-    denoiser, process, x, *, num_steps, grid, corrector_steps=1, snr=0.1,
-    cond=None, generator=None, callback=None, progress=False,
+    denoiser,
+    process,
+    x,
+    *,
+    num_steps,
+    grid,
+    corrector_steps=1,
+    snr=0.1,
+    cond=None,
+    generator=None,
+    callback=None,
+    progress=False,
 ):
     if corrector_steps < 0 or snr <= 0:
         raise ValueError("sampler=pc needs corrector_steps >= 0 and snr > 0")
-    return _reverse(denoiser, process, x, num_steps, grid, cond, generator, callback, progress, corrector_steps, snr, "pc")
+    return _reverse(
+        denoiser,
+        process,
+        x,
+        num_steps,
+        grid,
+        cond,
+        generator,
+        callback,
+        progress,
+        corrector_steps,
+        snr,
+        "pc",
+    )
 
 
 euler_maruyama.requires = pc.requires = ("linear",)

@@ -28,7 +28,9 @@ class BlurSchedule:
 class GeometricBlur(BlurSchedule):
     def __init__(self, sigma_min: float = 0.5, sigma_max: float = 8.0):
         if not 0 < sigma_min < sigma_max:
-            raise ValueError(f"schedule needs 0 < sigma_min < sigma_max, got {sigma_min}, {sigma_max}")
+            raise ValueError(
+                f"schedule needs 0 < sigma_min < sigma_max, got {sigma_min}, {sigma_max}"
+            )
         self.sigma_min, self.sigma_max = float(sigma_min), float(sigma_max)
 
     def sigma_blur(self, t: Tensor) -> Tensor:

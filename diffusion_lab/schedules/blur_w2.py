@@ -23,18 +23,33 @@ class BlurW2(BlurSchedule):
 
     def __init__(self, sigma_min: float = 0.5, sigma_max: float = 8.0, resolution: int = 512):
         if not 0 < sigma_min < sigma_max:
-            raise ValueError(f"schedule needs 0 < sigma_min < sigma_max, got {sigma_min}, {sigma_max}")
-        self.sigma_min, self.sigma_max, self.resolution = float(sigma_min), float(sigma_max), int(resolution)
+            raise ValueError(
+                f"schedule needs 0 < sigma_min < sigma_max, got {sigma_min}, {sigma_max}"
+            )
+        self.sigma_min, self.sigma_max, self.resolution = (
+            float(sigma_min),
+            float(sigma_max),
+            int(resolution),
+        )
         self._t = self._sigma = None
 
     def setup(self, degradation, statistics) -> None:
         if statistics is None or statistics.dct_variance is None:
-            raise ValueError("schedule=blur_w2 needs dataset statistics of image data (DCT second moments)")
+            raise ValueError(
+                "schedule=blur_w2 needs dataset statistics of image data (DCT second moments)"
+            )
         second_moment = statistics.dct_variance.double().clone()
         dc = degradation.basis(statistics.mean.double().unsqueeze(0).float()).double()[0]
         second_moment += dc**2  # E[c²] = Var[c] + E[c]²
         lam = degradation.basis.frequencies_squared.double()
-        sigma = torch.exp(torch.linspace(math.log(self.sigma_min), math.log(self.sigma_max), self.resolution, dtype=torch.float64))
+        sigma = torch.exp(
+            torch.linspace(
+                math.log(self.sigma_min),
+                math.log(self.sigma_max),
+                self.resolution,
+                dtype=torch.float64,
+            )
+        )
         alpha = torch.exp(-lam.unsqueeze(0) * sigma.view(-1, 1, 1, 1) ** 2 / 2)  # (R, 1|C, H, W)
         step = ((alpha[1:] - alpha[:-1]) ** 2 * second_moment).flatten(1).sum(1).sqrt()
         arc = torch.cat([torch.zeros(1, dtype=torch.float64), torch.cumsum(step, 0)])

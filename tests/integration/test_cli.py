@@ -65,13 +65,20 @@ def test_restore_a_users_image(trained_run):
 
     cwd, run = trained_run
     Image.fromarray((torch.rand(20, 20) * 255).byte().numpy()).save(cwd / "degraded.png")
-    args = [f"ckpt_path={run}/checkpoints/last.ckpt", f"init_image={cwd}/degraded.png", "start_t=0.5",
-            "num_samples=2", f"hydra.run.dir={cwd}/restore"]
+    args = [
+        f"ckpt_path={run}/checkpoints/last.ckpt",
+        f"init_image={cwd}/degraded.png",
+        "start_t=0.5",
+        "num_samples=2",
+        f"hydra.run.dir={cwd}/restore",
+    ]
     proc = run_cli("sample.py", *args, cwd=cwd)
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = json.loads((cwd / "restore" / "results.json").read_text())
     assert results["start_t"] == 0.5 and results["nfe"] < 2 * 3 - 1  # fewer steps than from t = 1
-    bad = run_cli("sample.py", f"ckpt_path={run}/checkpoints/last.ckpt", "init_image=missing.png", cwd=cwd)
+    bad = run_cli(
+        "sample.py", f"ckpt_path={run}/checkpoints/last.ckpt", "init_image=missing.png", cwd=cwd
+    )
     assert bad.returncode == 2 and "init_image not found" in bad.stderr
 
 
@@ -151,7 +158,17 @@ def test_every_objective_and_sampler_trains_and_samples(make_cfg, objective, sam
         ["experiment=edm_digits"],
         ["experiment=ddpm_digits", "sampler.num_steps=5"],
     ],
-    ids=["ve_edm", "ddpm_eps", "sigmoid_v", "x0_churn", "toy2d", "tensorboard", "bf16", "edm", "ddpm"],
+    ids=[
+        "ve_edm",
+        "ddpm_eps",
+        "sigmoid_v",
+        "x0_churn",
+        "toy2d",
+        "tensorboard",
+        "bf16",
+        "edm",
+        "ddpm",
+    ],
 )
 def test_other_combinations_train(make_cfg, overrides):
     results = train(make_cfg(*FAST, *overrides))
@@ -171,3 +188,40 @@ def test_default_training_learns(make_cfg):
     """300 steps of the main job's config: the EMA test loss falls from ~1.8 at init."""
     results = train(make_cfg("trainer.max_steps=300", "trainer.val_check_interval=300"))
     assert results["metrics"]["test/loss_ema"] < 0.5
+
+
+CORRUPTIONS = [
+    ["degradation=blur"],
+    ["degradation=blur", "objective=denoising", "sampler=ddim"],
+    ["degradation=blur", "sampler=sde"],
+    ["degradation=blur_noise", "sampler=soft_naive"],
+    ["degradation=blur_noise", "schedule=blur_w2", "objective=eps", "precond=eps", "sampler=pc"],
+    ["degradation=blur_noise", "objective=v", "precond=v", "sampler=heun"],
+    ["degradation=blur_noise", "objective=denoising", "sampler=ancestral"],
+    ["degradation=mask"],
+    ["degradation=mask", "objective=denoising", "sampler=ddim"],
+    ["degradation=gud"],
+    ["degradation=gud", "basis=pca", "degradation.order=variance"],
+    [
+        "degradation=gud",
+        "basis=identity",
+        "degradation.order=row",
+        "degradation.softness=0.3",
+        "sampler=ddim",
+    ],
+    ["degradation=gud", "basis=fourier", "sampler=pc"],
+    ["degradation=cold_blur"],
+    ["degradation=cold_blur", "sampler=cold_naive", "objective.norm=l2"],
+    ["degradation=pixelate"],
+    ["degradation=snow"],
+]
+
+
+@pytest.mark.parametrize("overrides", CORRUPTIONS, ids=[" ".join(o) for o in CORRUPTIONS])
+def test_every_corruption_trains_and_samples(make_cfg, overrides):
+    results = train(make_cfg(*FAST, *overrides))
+    assert results["global_step"] == 2 and all(v == v for v in results["metrics"].values())
+    module, _, _ = module_from_checkpoint(results["checkpoint"])
+    if module.process.has_prior:
+        x, _ = module.generate(2, seed=0)
+        assert torch.isfinite(x).all()

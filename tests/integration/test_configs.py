@@ -73,3 +73,27 @@ def test_incompatible_combinations_name_both_groups(make_cfg, overrides, names):
         build(make_cfg(*overrides))
     for name in names:
         assert name in str(err.value)
+
+
+@pytest.mark.parametrize(
+    "degradation, schedule, objective, sampler",
+    [
+        ("blur", "blur_geometric", "soft_score", "momentum"),
+        ("blur_noise", "blur_geometric", "soft_score", "momentum"),
+        ("mask", "cosine", "soft_score", "momentum"),
+        ("gud", "cosine", "gud", "sde"),
+        ("cold_blur", "cosine", "cold", "cold"),
+        ("pixelate", "cosine", "cold", "cold"),
+        ("snow", "cosine", "cold", "cold"),
+    ],
+)
+def test_degradation_picks_matching_defaults(make_cfg, degradation, schedule, objective, sampler):
+    """`python train.py degradation=X` alone selects a schedule, objective and sampler that fit."""
+    cfg = make_cfg(f"degradation={degradation}")
+    assert (cfg.choices.schedule, cfg.choices.objective, cfg.choices.sampler) == (
+        schedule,
+        objective,
+        sampler,
+    )
+    overridden = make_cfg(f"degradation={degradation}", "objective=denoising")
+    assert overridden.choices.objective == "denoising"  # the command line still wins

@@ -248,3 +248,15 @@ def test_yaml_samplers_and_objective_instantiate(name):
     objective = _node("objective/cold.yaml")
     objective.time = _node("objective/time/uniform.yaml")
     assert instantiate(objective).norm == "l1"
+
+
+@pytest.mark.parametrize("size", [(16, 16), (8, 12), (5, 5)])
+def test_circular_blur_in_fourier_space_equals_repeated_convolution(size):
+    """The FFT path (all levels at once) is the same operator as T depthwise circular convolutions,
+    including kernels wider than the image (taps wrap around the torus)."""
+    fast = ColdBlur(num_levels=12)
+    fast.setup((2, *size), None)
+    slow = ColdBlur(num_levels=12)  # not set up: falls back to the convolution loop
+    x0 = torch.rand(6, 2, *size) * 2 - 1
+    t = torch.tensor([0.0, 0.1, 0.3, 0.5, 0.9, 1.0])
+    assert torch.allclose(fast.degrade(x0, t), slow.degrade(x0, t), atol=1e-5)

@@ -37,7 +37,9 @@ class GaussianInBasis(torch.nn.Module):
         self.basis, self.m, self.v = basis, m, v
 
     def sample(self, n, generator=None):
-        return self.basis.inverse(self.m + self.v.sqrt() * torch.randn((n, *SHAPE), generator=generator))
+        return self.basis.inverse(
+            self.m + self.v.sqrt() * torch.randn((n, *SHAPE), generator=generator)
+        )
 
     def forward(self, x, state, cond=None):
         a, s = state.alpha, state.sigma
@@ -56,8 +58,13 @@ def _statistics(data, n=4000):
     x = data.sample(n, torch.Generator().manual_seed(1))
     c = data.basis(x)
     return SimpleNamespace(
-        images=x, mean=x.mean(0), std=x.std(0), dct_variance=c.var(0), channel_means=x.mean((2, 3)),
-        pca_components=None, pca_variance=None,
+        images=x,
+        mean=x.mean(0),
+        std=x.std(0),
+        dct_variance=c.var(0),
+        channel_means=x.mean((2, 3)),
+        pca_components=None,
+        pca_variance=None,
     )
 
 
@@ -96,7 +103,9 @@ def _prior_from_data(process, data, n, gen):
 def _errors(sampler, kind):
     process, data = _process(kind)
     gen = torch.Generator().manual_seed(2)
-    c = process.basis(sampler(data, process, _prior_from_data(process, data, 2000, gen), generator=gen))
+    c = process.basis(
+        sampler(data, process, _prior_from_data(process, data, 2000, gen), generator=gen)
+    )
     mean_err = ((c.mean(0) - data.m).abs() / data.v.sqrt()).mean().item()
     return mean_err, (c.var(0) / data.v - 1).abs().mean().item()
 
@@ -142,7 +151,9 @@ def test_gud_endpoints_and_ordering():
     lam1 = torch.log(s1.alpha**2 / s1.sigma**2)
     assert torch.allclose(lam1, torch.full_like(lam1, -10.0), atol=1e-4)  # every clock at τ = 1
     mid = process.state(torch.tensor([0.5])).sigma[0, 0]
-    assert torch.all(mid[0] <= mid[-1]) and mid[0].sum() < mid[-1].sum()  # top rows: generated first, noised last
+    assert (
+        torch.all(mid[0] <= mid[-1]) and mid[0].sum() < mid[-1].sum()
+    )  # top rows: generated first, noised last
 
 
 def test_gud_infinite_softness_is_ordinary_diffusion():
@@ -155,7 +166,9 @@ def test_gud_infinite_softness_is_ordinary_diffusion():
 
 
 def test_gud_small_softness_is_sequential():
-    process = ForwardProcess(GUD(Identity(), softness=1e-3, order="row"), Cosine(), SHAPE).setup(None)
+    process = ForwardProcess(GUD(Identity(), softness=1e-3, order="row"), Cosine(), SHAPE).setup(
+        None
+    )
     for t in torch.linspace(0.05, 0.95, 19):
         sigma = process.state(t.view(1)).sigma[0, 0]
         lam = torch.log(1 / sigma**2 - 1)
