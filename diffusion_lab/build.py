@@ -69,6 +69,14 @@ def _check_sampler(cfg, sampler, process) -> None:
                 f"{choice(cfg, 'sampler')} needs a degradation with {flag.replace('_', ' ')}; "
                 f"{choice(cfg, 'degradation')} does not have it."
             )
+    grid = sampler.keywords.get("grid")
+    if getattr(getattr(grid, "func", grid), "needs_logsnr", False) and not hasattr(
+        process.schedule, "logsnr"
+    ):
+        raise ConfigError(
+            f"{choice(cfg, 'sampler/grid')} spaces steps by log-SNR and needs a log-SNR schedule; "
+            f"{choice(cfg, 'schedule')} is not one. Use sampler/grid=uniform."
+        )
     if sampler.keywords.get("s_churn", 0) > 0 and not process.isotropic:
         raise ConfigError(
             f"{choice(cfg, 'sampler')} with s_churn > 0 needs an isotropic degradation; "

@@ -65,7 +65,7 @@ def main(cfg: DictConfig) -> float:
     record_choices(cfg)
     try:
         results = train(cfg)
-    except (ConfigError, FileNotFoundError, FloatingPointError) as err:
+    except (ConfigError, ValueError, FileNotFoundError, FloatingPointError) as err:
         fail(err)
     return results["metrics"].get("val/loss_ema", float("nan"))
 

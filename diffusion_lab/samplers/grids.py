@@ -63,3 +63,6 @@ def starting_at(process, num_steps: int, *, grid, t_start: float) -> Tensor:
         raise ValueError(f"start_t must lie in (0, 1], got {t_start}")
     t = grid(process, num_steps)
     return torch.cat([torch.tensor([float(t_start)]), t[t < t_start]])
+
+
+karras.needs_logsnr = log_snr.needs_logsnr = True

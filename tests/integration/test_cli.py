@@ -196,7 +196,7 @@ CORRUPTIONS = [
     ["degradation=blur", "sampler=sde"],
     ["degradation=blur_noise", "sampler=soft_naive"],
     ["degradation=blur_noise", "schedule=blur_w2", "objective=eps", "precond=eps", "sampler=pc"],
-    ["degradation=blur_noise", "objective=v", "precond=v", "sampler=heun"],
+    ["degradation=blur_noise", "objective=v", "precond=v", "sampler=heun", "sampler/grid=uniform"],
     ["degradation=blur_noise", "objective=denoising", "sampler=ancestral"],
     ["degradation=mask"],
     ["degradation=mask", "objective=denoising", "sampler=ddim"],

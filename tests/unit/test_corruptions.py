@@ -186,3 +186,23 @@ def test_gud_validation():
 def test_pca_gud_needs_statistics():
     with pytest.raises(Exception, match="statistic"):
         ForwardProcess(GUD(PCA(), order="variance"), Cosine(), SHAPE).setup(None)
+
+
+def test_ddim_with_constant_sigma_is_cold_alg2():
+    """DDIM (η = 0) per component: c_s = α_s ĉ0 + (σ_s/σ_t)(c_t − α_t ĉ0). With σ_s = σ_t this is
+    x_s = x_t − D(x̂0, t) + D(x̂0, s), Cold Diffusion's Alg. 2 with D the blur (Bansal et al. 2022)."""
+    from diffusion_lab.samplers import cold
+
+    process, _ = _process("blur_noise")
+    process.degradation.noise_sigma = lambda t: torch.full_like(t, 0.05)  # constant σ
+
+    def restorer(x, state, cond=None):  # any deterministic estimate of x0 will do
+        return torch.tanh(1.5 * x) + 0.1 * state.t.view(-1, 1, 1, 1)
+
+    def grid(process, num_steps):  # stops short of t = 0, where σ would change
+        return torch.linspace(1.0, 0.2, num_steps + 1)
+
+    x_T = torch.randn(4, *SHAPE, generator=torch.Generator().manual_seed(0))
+    a = ddim.sample(restorer, process, x_T, num_steps=12, grid=grid)
+    b = cold.improved(restorer, process, x_T, num_steps=12, grid=grid)
+    assert torch.allclose(a, b, atol=1e-5)
