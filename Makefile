@@ -12,7 +12,7 @@ help:  ## list the targets
 .venv/.installed: pyproject.toml
 	python3 -m venv .venv
 	$(PIP) install --upgrade pip
-	$(PIP) install torch torchvision
+	$(PIP) install "torch==2.14.1" "torchvision==0.29.1"   # the newest pair this project supports
 	$(PIP) install -e ".[dev]"
 	touch .venv/.installed
 
