@@ -96,6 +96,18 @@ def _check_conditioning(cfg, datamodule) -> None:
             )
 
 
+def _per_component_sigma_data(cfg, precond, process, statistics):
+    """precond.per_component=true: σ_d per component of the process's basis, from the data."""
+    if not precond.per_component:
+        return None
+    if not process.linear:
+        raise ConfigError(
+            f"precond.per_component=true needs a degradation diagonal in a basis; "
+            f"{choice(cfg, 'degradation')} is a Cold Diffusion operator. Set precond.per_component=false."
+        )
+    return statistics.component_rms(process.basis)
+
+
 def build(cfg: DictConfig, statistics=None) -> Parts:
     """Instantiate and check all groups. `statistics` (from a checkpoint) avoids touching the data."""
     datamodule = instantiate(cfg.dataset)
@@ -103,13 +115,15 @@ def build(cfg: DictConfig, statistics=None) -> Parts:
     degradation, schedule = instantiate(cfg.degradation), instantiate(cfg.schedule)
     _check_schedule(cfg, degradation, schedule)
     process = ForwardProcess(degradation, schedule, datamodule.data_shape)
-    if process.needs_statistics and statistics is None:
+    precond = instantiate(cfg.precond)
+    if (process.needs_statistics or precond.per_component) and statistics is None:
         from diffusion_lab.data.statistics import load_or_compute
 
         statistics = load_or_compute(datamodule, cfg.paths.cache_dir)
     process.setup(statistics)
     _check_backbone(cfg, process.data_shape)
-    denoiser = Denoiser(instantiate(cfg.backbone), instantiate(cfg.precond), process.basis)
+    sigma_data = _per_component_sigma_data(cfg, precond, process, statistics)
+    denoiser = Denoiser(instantiate(cfg.backbone), precond, process.basis, sigma_data)
     sampler = instantiate(cfg.sampler)
     _check_sampler(cfg, sampler, process)
     return Parts(datamodule, process, denoiser, instantiate(cfg.objective), sampler, statistics)

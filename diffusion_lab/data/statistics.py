@@ -53,6 +53,11 @@ class DatasetStatistics:
     def data_shape(self) -> tuple[int, ...]:
         return tuple(self.mean.shape)
 
+    def component_rms(self, basis, floor: float = 1e-4) -> Tensor:
+        """√E[(U x)_i²] per component of `basis` over the stored image subset: σ_d per component."""
+        coefs = basis(self.images.float())
+        return coefs.pow(2).mean(0).sqrt().clamp(min=floor)
+
     def to_dict(self) -> dict:
         """Plain dict of tensors, ints and None: loads with torch.load(weights_only=True)."""
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}

@@ -3,6 +3,7 @@
 from pathlib import Path
 
 import pytest
+import torch
 from hydra.errors import ConfigCompositionException
 from hydra.utils import instantiate
 
@@ -113,3 +114,21 @@ def test_degradation_picks_matching_defaults(make_cfg, degradation, schedule, ob
     )
     overridden = make_cfg(f"degradation={degradation}", "objective=v")
     assert overridden.choices.objective == "v"  # the command line still wins
+
+
+def test_per_component_sigma_data_is_the_data_rms_in_the_basis(make_cfg):
+    """blur_noise preconditions each DCT frequency with its own RMS over the training images."""
+    parts = build(make_cfg("degradation=blur_noise"))
+    sd = parts.denoiser.sigma_data
+    assert sd is not None and sd.shape == parts.process.data_shape
+    coefs = parts.process.basis(parts.statistics.images)
+    assert torch.allclose(sd, coefs.pow(2).mean(0).sqrt().clamp(min=1e-4))
+    assert (
+        sd[0, 0, 0] > 10 * sd[0, -1, -1]
+    )  # digits: far more energy at DC than at the top frequency
+    assert build(make_cfg("degradation=gaussian")).denoiser.sigma_data is None
+
+
+def test_per_component_sigma_data_rejects_cold_operators(make_cfg):
+    with pytest.raises(ConfigError, match="per_component"):
+        build(make_cfg("degradation=cold_blur", "precond.per_component=true"))

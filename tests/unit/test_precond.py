@@ -87,3 +87,34 @@ def test_only_the_backbone_runs_under_autocast():
     with torch.autocast("cpu", dtype=torch.bfloat16):
         out = d(torch.randn(4, 6), st)
     assert net.out.dtype == torch.bfloat16 and out.dtype == torch.float32
+
+
+def test_per_component_sigma_data_is_edm_per_component():
+    """A tensor σ_d gives, component by component, the scalar-σ_d coefficients."""
+    sd = torch.tensor([0.02, 0.1, 0.5, 1.0, 3.0, 8.0])
+    per_component = EDM(SD)(alpha, sigma, sd)
+    for i, s in enumerate(sd.tolist()):
+        scalar = EDM(s)(alpha, sigma)
+        for got, want in zip(per_component, scalar):
+            assert torch.allclose(got[:, i], want[:, 0])
+
+
+def test_per_component_edm_is_the_gaussian_posterior():
+    """x0_i ~ N(0, s_i²): c_skip x_t = E[x0 | x_t] (Wiener filter) and c_out² = Var[x0 | x_t]."""
+    s = torch.tensor([0.02, 0.1, 0.5, 1.0, 3.0, 8.0])
+    c_skip, c_out, _ = EDM(SD)(alpha, sigma, s)
+    precision = 1 / s**2 + alpha**2 / sigma**2  # posterior precision of x0_i given x_t,i
+    assert torch.allclose(c_skip, (alpha / sigma**2) / precision, rtol=1e-5)
+    assert torch.allclose(c_out**2, 1 / precision, rtol=1e-5)
+
+
+def test_denoiser_uses_its_per_component_sigma_data():
+    net = _Const(0.25)
+    sd = torch.tensor([0.02, 0.1, 0.5, 1.0, 3.0, 8.0])
+    d = Denoiser(net, EDM(SD, per_component=True), Identity(), sigma_data=sd)
+    st = State(t=torch.rand(4), alpha=alpha, sigma=sigma, noise_cond=torch.zeros(4))
+    x = torch.randn(4, 6)
+    c_skip, c_out, c_in = EDM(SD)(alpha, sigma, sd)
+    assert torch.allclose(d(x, st), c_skip * x + c_out * 0.25)
+    assert torch.allclose(net.seen, c_in * x)
+    assert torch.equal(d.state_dict()["sigma_data"], sd)  # saved with the weights
