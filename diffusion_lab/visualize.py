@@ -36,3 +36,31 @@ def save_samples(x: Tensor, path: str | Path) -> Path:
     else:
         raise ValueError(f"cannot draw samples of shape {tuple(x.shape)}")
     return path
+
+
+def plot_metric_vs_nfe(rows: list[dict], path: str | Path) -> Path | None:
+    """One panel per sample-quality metric, one line per sampler: metric against NFE (log x)."""
+    keys = sorted(
+        {k for r in rows for k in r["metrics"] if k.split("_")[0] in ("fid", "kid", "is")}
+    )
+    keys = [k for k in keys if not k.endswith("_std")]
+    if not keys:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    fig, axes = plt.subplots(1, len(keys), figsize=(4 * len(keys), 3.2), squeeze=False)
+    for ax, key in zip(axes[0], keys):
+        for sampler in dict.fromkeys(r["sampler"] for r in rows):
+            pts = sorted((r["nfe"], r["metrics"][key]) for r in rows if r["sampler"] == sampler)
+            ax.plot(*zip(*pts), marker="o", label=sampler)
+        ax.set(xscale="log", xlabel="NFE", ylabel=key, title=key)
+        ax.grid(alpha=0.3)
+    axes[0][0].legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path

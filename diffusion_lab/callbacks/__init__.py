@@ -1,6 +1,7 @@
-"""Lightning callbacks: sample grids during training and training throughput."""
+"""Lightning callbacks: sample grids, generative metrics during training, training throughput."""
 
+from diffusion_lab.callbacks.evaluation import EvaluationMetrics
 from diffusion_lab.callbacks.sample_grid import SampleGrid
 from diffusion_lab.callbacks.throughput import Throughput
 
-__all__ = ["SampleGrid", "Throughput"]
+__all__ = ["EvaluationMetrics", "SampleGrid", "Throughput"]

@@ -7,13 +7,15 @@ import hydra
 import pytorch_lightning as pl
 import torch
 from hydra.utils import instantiate
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from diffusion_lab.build import ConfigError, build, build_module
 from diffusion_lab.callbacks import Throughput
 from diffusion_lab.callbacks.throughput import peak_memory_mb
 from diffusion_lab.cli import CONFIG_DIR
 from diffusion_lab.cli.common import fail, record_choices, sample_and_save
+from diffusion_lab.metrics import InceptionWeightsUnavailable
+from diffusion_lab.metrics.report import evaluate
 from diffusion_lab.results import versions, write_json
 
 
@@ -38,6 +40,15 @@ def train(cfg: DictConfig) -> dict:
 
     out = Path(cfg.paths.output_dir)
     sampling = sample_and_save(module, cfg.num_samples, cfg.seed, out / "samples")
+    evaluation = None
+    if cfg.evaluation.metrics:
+        evaluation = evaluate(
+            module,
+            parts.datamodule,
+            OmegaConf.to_container(cfg.evaluation, resolve=True),
+            cfg.paths.cache_dir,
+            floor=cfg.evaluation.real_floor,
+        )
     throughput = next((c for c in trainer.callbacks if isinstance(c, Throughput)), None)
     results = {
         "metrics": metrics,
@@ -45,6 +56,7 @@ def train(cfg: DictConfig) -> dict:
         "fit_seconds": fit_seconds,
         "train_images_per_s": throughput.images_per_s if throughput else None,
         "sampling": sampling,
+        "evaluation": evaluation,
         "peak_memory_mb": peak_memory_mb(module.device),
         "device": str(module.device)
         + (f" ({torch.cuda.get_device_name()})" if module.device.type == "cuda" else ""),
@@ -57,6 +69,13 @@ def train(cfg: DictConfig) -> dict:
     print(
         f"\nrun directory: {out}\n  samples: {sampling['grid']}\n  results: {out / 'results.json'}"
     )
+    if evaluation:
+        shown = {
+            k: v
+            for k, v in evaluation.items()
+            if k.split("_")[0] in ("fid", "kid", "is", "bpd", "vlb", "real")
+        }
+        print("  " + ", ".join(f"{k} {v:.4g}" for k, v in shown.items() if isinstance(v, float)))
     return results
 
 
@@ -65,7 +84,13 @@ def main(cfg: DictConfig) -> float:
     record_choices(cfg)
     try:
         results = train(cfg)
-    except (ConfigError, ValueError, FileNotFoundError, FloatingPointError) as err:
+    except (
+        ConfigError,
+        ValueError,
+        FileNotFoundError,
+        FloatingPointError,
+        InceptionWeightsUnavailable,
+    ) as err:
         fail(err)
     return results["metrics"].get("val/loss_ema", float("nan"))
 

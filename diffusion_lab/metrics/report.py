@@ -1,0 +1,167 @@
+"""The metrics a run reports, as one call: sample quality, bits/dim, the DDPM bound, the real floor.
+
+`evaluate(module, datamodule, cfg)` reads the `evaluation` config node (configs/evaluation/):
+
+    metrics       any of fid, kid, is (torch-fidelity), nll (PF-ODE bits/dim), vlb (DDPM bound)
+    extractor     inception | domain (the dataset's own classifier; keys say which: fid_digits_2k)
+    num_samples   generated images scored against the training split (EMA weights, fixed seeds)
+    nll.*         test images, solver and tolerances of the PF-ODE likelihood
+
+Samples are drawn in batches with seed `seed + batch index`, so a count and a seed fix them exactly.
+Metrics that do not apply to the process (nll without full-rank noise, vlb off VP) are skipped
+with the reason in `skipped`, never silently.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Mapping
+
+import torch
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from diffusion_lab.metrics.fidelity import evaluate_sample_quality
+from diffusion_lab.metrics.likelihood import bits_per_dim
+from diffusion_lab.metrics.vlb import ddpm_vlb_bits_per_dim
+
+QUALITY = ("fid", "kid", "is")
+KNOWN = (*QUALITY, "nll", "vlb")
+
+
+def check_metrics(metrics) -> list[str]:
+    unknown = [m for m in metrics if m not in KNOWN]
+    if unknown:
+        raise ValueError(f"evaluation.metrics: unknown {unknown}; choose from {list(KNOWN)}")
+    return list(metrics)
+
+
+@torch.no_grad()
+def generate_many(
+    module, num_samples: int, seed: int, batch_size: int, sampler=None, progress=True
+) -> tuple[Tensor, int]:
+    """num_samples EMA samples on the CPU, batch b seeded `seed + b`. Returns (x, NFE per sample)."""
+    out, nfe = [], 0
+    batches = range(math.ceil(num_samples / batch_size))
+    for b in tqdm(batches, desc="generating", disable=not progress, leave=False):
+        n = min(batch_size, num_samples - b * batch_size)
+        x, nfe = module.generate(n, seed=seed + b, sampler=sampler)
+        out.append(x.float().cpu())
+    return torch.cat(out), nfe
+
+
+def _test_images(datamodule, n: int) -> tuple[Tensor, Tensor]:
+    datamodule.setup("test")
+    data = datamodule.test_set
+    n = min(n, len(data))
+    pairs = [data[i] for i in range(n)]
+    return torch.stack([p[0] for p in pairs]), torch.as_tensor([int(p[1]) for p in pairs])
+
+
+def quality(samples: Tensor, datamodule, cfg: Mapping, cache_dir) -> dict:
+    metrics = [m for m in cfg["metrics"] if m in QUALITY]
+    return evaluate_sample_quality(
+        samples,
+        datamodule,
+        cache_dir,
+        extractor=cfg["extractor"],
+        metrics=metrics,
+        kid_subset_size=min(cfg["kid_subset_size"], len(samples)),
+        inception_weights=cfg.get("inception_weights"),
+    )
+
+
+def real_floor(datamodule, cfg: Mapping, cache_dir) -> dict:
+    """The same metrics for real test images against the training split: the best a model can do.
+
+    The test split may be smaller than num_samples (digits: 180 images); `evaluate` then also
+    scores the first samples at that count, since FID's bias depends on it."""
+    x, _ = _test_images(datamodule, cfg["num_samples"])
+    scores = quality(x, datamodule, cfg, cache_dir)
+    return {f"real_{k}": v for k, v in scores.items()}
+
+
+def likelihood(module, datamodule, cfg: Mapping, which: str) -> dict:
+    """Mean bits/dim over the first nll.num_images test images (EMA weights, seeded)."""
+    process, denoiser, opts = module.process, module.ema, cfg["nll"]
+    x0, y = _test_images(datamodule, opts["num_images"])
+    cond = y.to(module.device) if module.class_conditional else None
+    gen = torch.Generator(device="cpu").manual_seed(int(cfg["seed"]))
+    start = time.perf_counter()
+    bpd, nfe = [], 0
+    for i in range(0, len(x0), opts["batch_size"]):
+        xb = x0[i : i + opts["batch_size"]].to(module.device)
+        cb = None if cond is None else cond[i : i + opts["batch_size"]]
+        if which == "nll":
+            r = bits_per_dim(
+                denoiser,
+                process,
+                xb,
+                cond=cb,
+                dequantize=opts["dequantize"],
+                rtol=opts["rtol"],
+                atol=opts["atol"],
+                method=opts["method"],
+                generator=gen,
+            )
+        else:
+            r = ddpm_vlb_bits_per_dim(
+                denoiser, process, xb, num_steps=opts["vlb_steps"], cond=cb, generator=gen
+            )
+        bpd.append(r.bits_per_dim.float().cpu())
+        nfe += r.nfe
+    values = torch.cat(bpd)
+    n = len(values)
+    key = f"{'bpd' if which == 'nll' else 'vlb_bpd'}_{n}"
+    return {
+        key: float(values.mean()),
+        f"{key}_sem": float(values.std() / math.sqrt(n)) if n > 1 else float("nan"),
+        f"{key}_nfe": nfe,
+        f"{key}_seconds": time.perf_counter() - start,
+    }
+
+
+def _skip_reason(process, metric: str) -> str | None:
+    if metric == "nll" and not (process.linear and process.full_rank_noise):
+        return "nll needs a linear degradation with full-rank noise"
+    if metric == "vlb":
+        if not process.isotropic:
+            return "vlb needs an isotropic VP process"
+        state = process.state(torch.full((1,), 0.5))
+        if abs(float(state.alpha.flatten()[0] ** 2 + state.sigma.flatten()[0] ** 2) - 1) > 1e-4:
+            return "vlb needs a variance-preserving process (α² + σ² = 1)"
+    return None
+
+
+def evaluate(
+    module, datamodule, cfg: Mapping, cache_dir, sampler=None, floor=False, progress=True
+) -> dict:
+    """Every metric in cfg['metrics'] for `module` (EMA weights); `floor` adds real-vs-real."""
+    metrics = check_metrics(cfg["metrics"])
+    out: dict = {"skipped": {}}
+    if any(m in QUALITY for m in metrics):
+        start = time.perf_counter()
+        samples, nfe = generate_many(
+            module, cfg["num_samples"], int(cfg["seed"]), cfg["batch_size"], sampler, progress
+        )
+        out["sampling_seconds"] = time.perf_counter() - start
+        out["nfe"] = nfe
+        start = time.perf_counter()
+        out.update(quality(samples, datamodule, cfg, cache_dir))
+        out["quality_seconds"] = time.perf_counter() - start
+        if floor:  # FID/KID depend on the count: score the model at the floor's count too
+            real = real_floor(datamodule, cfg, cache_dir)
+            out.update(real)
+            n_real = len(_test_images(datamodule, cfg["num_samples"])[0])
+            if n_real < len(samples):
+                out.update(quality(samples[:n_real], datamodule, cfg, cache_dir))
+    for which in ("nll", "vlb"):
+        if which not in metrics:
+            continue
+        reason = _skip_reason(module.process, which)
+        if reason:
+            out["skipped"][which] = reason
+        else:
+            out.update(likelihood(module, datamodule, cfg, which))
+    return out
