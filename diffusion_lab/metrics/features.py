@@ -30,7 +30,8 @@ from diffusion_lab.metrics.classifier import DomainClassifier
 INCEPTION = "inception-v3-compat"  # torch-fidelity's registry name
 INCEPTION_FILE = URL_INCEPTION_V3.rsplit("/", 1)[-1]  # weights-inception-2015-12-05-6726825d.pth
 DOMAIN = "domain-cnn"
-INCEPTION_WEIGHTS_KEY = "evaluation.inception_weights"  # the config key that takes a local weights path
+# the config key that takes a local weights path
+INCEPTION_WEIGHTS_KEY = "evaluation.inception_weights"
 
 
 class InceptionWeightsUnavailable(RuntimeError):
