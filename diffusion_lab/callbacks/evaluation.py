@@ -1,5 +1,8 @@
 """Generative metrics and bits/dim during training, logged as `val/<key>` (e.g. val/fid_digits_2k).
 
+Bits/dim are computed on the first nll.num_images validation images (train.py's final report
+uses the test split).
+
 Runs at the end of validation every `every_n_steps` training steps (null: never; train.py still
 reports them at the end). Under DDP each rank generates its share with seed `seed + 7919·rank`;
 rank 0 scores the gathered samples and broadcasts the numbers so every rank logs the same values,
@@ -58,7 +61,7 @@ class EvaluationMetrics(pl.Callback):
                 values.update({k: v for k, v in scores.items() if not k.endswith("_std")})
         if trainer.global_rank == 0 and "nll" in self.cfg["metrics"]:
             if pl_module.process.full_rank_noise and pl_module.process.linear:
-                scores = likelihood(pl_module, datamodule, self.cfg, "nll")
+                scores = likelihood(pl_module, datamodule, self.cfg, "nll", split="val")
                 values.update({k: v for k, v in scores.items() if k.count("_") == 1})
         return trainer.strategy.broadcast(values, src=0)
 

@@ -51,9 +51,10 @@ def generate_many(
     return torch.cat(out), nfe
 
 
-def _test_images(datamodule, n: int) -> tuple[Tensor, Tensor]:
-    datamodule.setup("test")
-    data = datamodule.test_set
+def _held_out_images(datamodule, n: int, split: str = "test") -> tuple[Tensor, Tensor]:
+    """The first n images (and labels) of the test or validation split: a fixed subset."""
+    datamodule.setup("test" if split == "test" else "validate")
+    data = datamodule.test_set if split == "test" else datamodule.val_set
     n = min(n, len(data))
     pairs = [data[i] for i in range(n)]
     return torch.stack([p[0] for p in pairs]), torch.as_tensor([int(p[1]) for p in pairs])
@@ -77,15 +78,15 @@ def real_floor(datamodule, cfg: Mapping, cache_dir) -> dict:
 
     The test split may be smaller than num_samples (digits: 180 images); `evaluate` then also
     scores the first samples at that count, since FID's bias depends on it."""
-    x, _ = _test_images(datamodule, cfg["num_samples"])
+    x, _ = _held_out_images(datamodule, cfg["num_samples"])
     scores = quality(x, datamodule, cfg, cache_dir)
     return {f"real_{k}": v for k, v in scores.items()}
 
 
-def likelihood(module, datamodule, cfg: Mapping, which: str) -> dict:
-    """Mean bits/dim over the first nll.num_images test images (EMA weights, seeded)."""
+def likelihood(module, datamodule, cfg: Mapping, which: str, split: str = "test") -> dict:
+    """Mean bits/dim over the first nll.num_images images of `split` (EMA weights, seeded)."""
     process, denoiser, opts = module.process, module.ema, cfg["nll"]
-    x0, y = _test_images(datamodule, opts["num_images"])
+    x0, y = _held_out_images(datamodule, opts["num_images"], split)
     cond = y.to(module.device) if module.class_conditional else None
     gen = torch.Generator(device="cpu").manual_seed(int(cfg["seed"]))
     start = time.perf_counter()
@@ -153,7 +154,7 @@ def evaluate(
         if floor:  # FID/KID depend on the count: score the model at the floor's count too
             real = real_floor(datamodule, cfg, cache_dir)
             out.update(real)
-            n_real = len(_test_images(datamodule, cfg["num_samples"])[0])
+            n_real = len(_held_out_images(datamodule, cfg["num_samples"])[0])
             if n_real < len(samples):
                 out.update(quality(samples[:n_real], datamodule, cfg, cache_dir))
     for which in ("nll", "vlb"):
