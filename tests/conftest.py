@@ -40,9 +40,19 @@ def make_cfg(tmp_path):
     return make
 
 
-def run_cli(script: str, *args: str, cwd: Path, timeout: int = 300) -> subprocess.CompletedProcess:
-    """Run an entry point the way a user does; returns the finished process (never raises)."""
-    env = {**os.environ, "DIFFUSION_LAB_ROOT": str(cwd), "PYTHONWARNINGS": "ignore"}
+def run_cli(
+    script: str, *args: str, cwd: Path, timeout: int = 300, env: dict | None = None
+) -> subprocess.CompletedProcess:
+    """Run an entry point the way a user does; returns the finished process (never raises).
+
+    `env` adds or replaces environment variables (e.g. WANDB_MODE) for this one run."""
+    env = {
+        "OMP_NUM_THREADS": "1",
+        **os.environ,
+        "DIFFUSION_LAB_ROOT": str(cwd),
+        "PYTHONWARNINGS": "ignore",
+        **(env or {}),
+    }
     return subprocess.run(
         [sys.executable, str(ROOT / script), *args],
         cwd=cwd,

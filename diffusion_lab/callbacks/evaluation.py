@@ -58,7 +58,10 @@ class EvaluationMetrics(pl.Callback):
             samples = self._samples(trainer, pl_module)  # every rank takes part in the gather
             if trainer.global_rank == 0:
                 scores = quality(samples, datamodule, self.cfg, self.cache_dir)
-                values.update({k: v for k, v in scores.items() if not k.endswith("_std")})
+                values.update(
+                    {k: v for k, v in scores.items() if k.split("_")[0] in ("fid", "kid", "is")}
+                )
+                values = {k: v for k, v in values.items() if not k.endswith("_std")}
         if trainer.global_rank == 0 and "nll" in self.cfg["metrics"]:
             if pl_module.process.full_rank_noise and pl_module.process.linear:
                 scores = likelihood(pl_module, datamodule, self.cfg, "nll", split="val")

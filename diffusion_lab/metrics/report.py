@@ -22,6 +22,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from diffusion_lab.metrics.classifier import train_or_load_classifier
 from diffusion_lab.metrics.fidelity import evaluate_sample_quality
 from diffusion_lab.metrics.likelihood import bits_per_dim
 from diffusion_lab.metrics.vlb import ddpm_vlb_bits_per_dim
@@ -61,8 +62,15 @@ def _held_out_images(datamodule, n: int, split: str = "test") -> tuple[Tensor, T
 
 
 def quality(samples: Tensor, datamodule, cfg: Mapping, cache_dir) -> dict:
+    """FID/KID/IS of samples against the training split; with the domain extractor, also the
+    classifier's held-out accuracy (`extractor_accuracy`), so its features can be judged."""
     metrics = [m for m in cfg["metrics"] if m in QUALITY]
-    return evaluate_sample_quality(
+    extra, classifier = {}, None
+    if cfg["extractor"] == "domain":
+        datamodule.setup("fit")
+        classifier, accuracy = train_or_load_classifier(datamodule, cache_dir, verbose=False)
+        extra["extractor_accuracy"] = accuracy
+    scores = evaluate_sample_quality(
         samples,
         datamodule,
         cache_dir,
@@ -70,7 +78,9 @@ def quality(samples: Tensor, datamodule, cfg: Mapping, cache_dir) -> dict:
         metrics=metrics,
         kid_subset_size=min(cfg["kid_subset_size"], len(samples)),
         inception_weights=cfg.get("inception_weights"),
+        classifier=classifier,
     )
+    return {**scores, **extra}
 
 
 def real_floor(datamodule, cfg: Mapping, cache_dir) -> dict:
@@ -80,7 +90,7 @@ def real_floor(datamodule, cfg: Mapping, cache_dir) -> dict:
     scores the first samples at that count, since FID's bias depends on it."""
     x, _ = _held_out_images(datamodule, cfg["num_samples"])
     scores = quality(x, datamodule, cfg, cache_dir)
-    return {f"real_{k}": v for k, v in scores.items()}
+    return {f"real_{k}": v for k, v in scores.items() if k != "extractor_accuracy"}
 
 
 def likelihood(module, datamodule, cfg: Mapping, which: str, split: str = "test") -> dict:

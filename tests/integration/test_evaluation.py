@@ -42,6 +42,7 @@ def test_training_reports_metrics_floor_and_selects_best_by_fid(evaluated_run):
     ev = results["evaluation"]
     assert ev["nfe"] == 2 * 3 - 1 and ev["skipped"] == {}
     assert ev["fid_digits_40"] > 0 and "kid_digits_40" in ev
+    assert ev["extractor_accuracy"] > 0.9  # the digits classifier behind the features
     # the real-vs-real floor sits beside it: 40 test images against the training split
     assert 0 <= ev["real_fid_digits_40"] < ev["fid_digits_40"]
     assert 6 < ev["bpd_4"] < 20 and ev["bpd_4_nfe"] > 0  # untrained: near the 8-bit range
