@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import partial
 
+import torch
 from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
@@ -130,7 +131,7 @@ def build(cfg: DictConfig, statistics=None) -> Parts:
 
 
 def build_module(cfg: DictConfig, parts: Parts) -> DiffusionModule:
-    return DiffusionModule(
+    module = DiffusionModule(
         process=parts.process,
         denoiser=parts.denoiser,
         objective=parts.objective,
@@ -145,3 +146,21 @@ def build_module(cfg: DictConfig, parts: Parts) -> DiffusionModule:
         config=OmegaConf.to_container(cfg, resolve=True),
         statistics=parts.statistics.to_dict() if parts.statistics is not None else None,
     )
+    _speed_switches(cfg, module)
+    return module
+
+
+def _speed_switches(cfg: DictConfig, module: DiffusionModule) -> None:
+    """`channels_last` and `compile`: backbone-only, so the diffusion math and checkpoints are
+    untouched (nn.Module.compile compiles in place and keeps state_dict keys)."""
+    shape = module.process.data_shape
+    if cfg.get("channels_last") and len(shape) != 3:
+        raise ConfigError(
+            f"channels_last=true needs image data (C, H, W); {choice(cfg, 'dataset')} gives shape "
+            f"{shape}. Set channels_last=false."
+        )
+    for denoiser in (module.denoiser, module.ema):
+        if cfg.get("channels_last"):
+            denoiser.backbone.to(memory_format=torch.channels_last)
+        if cfg.get("compile"):
+            denoiser.backbone.compile()

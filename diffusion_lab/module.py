@@ -75,6 +75,8 @@ class DiffusionModule(pl.LightningModule):
     def on_fit_start(self):
         # Under DDP every rank draws its own t and noise (DESIGN §4): seed + global_rank.
         torch.manual_seed(self.seed + self.global_rank)
+        for logger in self.loggers:  # the full resolved config (W&B run config, hparams.yaml)
+            logger.log_hyperparams(self.config)
 
     def training_step(self, batch, batch_idx):
         x0, y = batch

@@ -1,7 +1,9 @@
-"""Lightning callbacks: sample grids, generative metrics during training, training throughput."""
+"""Lightning callbacks: sample grids, generative metrics during training, training throughput,
+DDP replica checks."""
 
+from diffusion_lab.callbacks.ddp_check import DDPConsistency
 from diffusion_lab.callbacks.evaluation import EvaluationMetrics
 from diffusion_lab.callbacks.sample_grid import SampleGrid
 from diffusion_lab.callbacks.throughput import Throughput
 
-__all__ = ["EvaluationMetrics", "SampleGrid", "Throughput"]
+__all__ = ["DDPConsistency", "EvaluationMetrics", "SampleGrid", "Throughput"]

@@ -1,9 +1,12 @@
-"""Saves a grid of EMA samples from a fixed seed every N training steps and at the end."""
+"""Saves a grid of EMA samples from a fixed seed every N training steps and at the end.
+
+Each grid also goes to the loggers that take images (W&B, TensorBoard) as `samples`."""
 
 from pathlib import Path
 
 import pytorch_lightning as pl
 
+from diffusion_lab.loggers import log_image
 from diffusion_lab.visualize import save_samples
 
 
@@ -20,7 +23,8 @@ class SampleGrid(pl.Callback):
         if trainer.global_rank != 0:
             return
         x, _ = pl_module.generate(self.num_samples, seed=self.seed)
-        save_samples(x, self.dirpath / f"step_{trainer.global_step:07d}.png")
+        path = save_samples(x, self.dirpath / f"step_{trainer.global_step:07d}.png")
+        log_image(trainer.loggers, "samples", path, step=trainer.global_step)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         if trainer.global_step % self.every_n_steps == 0:

@@ -5,6 +5,11 @@ noise), sample quality (FID/KID/IS) for every sampler × step count, and bits/di
 DDPM bound for VP processes), which do not depend on the sampler. Writes results.json and, for
 more than one sampler setting, metric_vs_nfe.png. Samplers are options of the `sampler` group,
 composed exactly as `python train.py sampler=NAME` would; null is the run's own sampler.
+
+`logger=wandb` (or csv, tensorboard; default none) also logs the test metrics and the
+sampler × steps rows: W&B gets them as the table `metric_vs_nfe` (sampler, num_steps, nfe, one
+column per metric), the others as scalars `<sampler>/<metric>` at step = NFE; the plot goes to
+the loggers that take images.
 """
 
 from pathlib import Path
@@ -12,12 +17,15 @@ from pathlib import Path
 import hydra
 import pytorch_lightning as pl
 from hydra import compose
-from omegaconf import DictConfig, OmegaConf
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf, open_dict
+from pytorch_lightning.loggers import Logger, WandbLogger
 
 from diffusion_lab.build import ConfigError
 from diffusion_lab.checkpoint import CheckpointError, module_from_checkpoint
 from diffusion_lab.cli import CONFIG_DIR
 from diffusion_lab.cli.common import fail
+from diffusion_lab.loggers import log_image
 from diffusion_lab.metrics import InceptionWeightsUnavailable
 from diffusion_lab.metrics.report import QUALITY, check_metrics, evaluate, real_floor
 from diffusion_lab.results import versions, write_json
@@ -31,13 +39,76 @@ def sampler_config(name: str | None, run_cfg: DictConfig) -> DictConfig:
     return compose(config_name="train", overrides=[f"sampler={name}"]).sampler
 
 
+def make_loggers(cfg: DictConfig, run_cfg: DictConfig) -> list[Logger]:
+    """The `logger` group's loggers, named and tagged by the checkpoint's choices; both configs
+    (this one and the run's) go to each logger's hyperparameters."""
+    with open_dict(cfg):
+        cfg.choices = OmegaConf.to_container(run_cfg.get("choices") or {})
+    loggers = [instantiate(lg) for lg in cfg.logger.values() if lg is not None]
+    if loggers:
+        config = {
+            "evaluate": OmegaConf.to_container(cfg, resolve=True),
+            "run": OmegaConf.to_container(run_cfg, resolve=True),
+        }
+        for lg in loggers:
+            lg.log_hyperparams(config)
+    return loggers
+
+
+def _scalars(d: dict | None) -> dict:
+    return {
+        k: v
+        for k, v in (d or {}).items()
+        if isinstance(v, (int, float)) and not isinstance(v, bool)
+    }
+
+
+def log_results(loggers: list[Logger], results: dict) -> None:
+    """Sampler × steps rows as the W&B table `metric_vs_nfe` (other loggers: scalars
+    `<sampler>/<metric>` at step = NFE), bits/dim and the real floor as scalars, and the plot."""
+    rows = results["samplers"]
+    metrics = sorted({k for r in rows for k in _scalars(r["metrics"])})
+    for lg in loggers:
+        if rows and isinstance(lg, WandbLogger):
+            lg.log_table(
+                key="metric_vs_nfe",
+                columns=["sampler", "num_steps", "nfe", *metrics],
+                data=[
+                    [
+                        r["sampler"],
+                        r["num_steps"],
+                        r["nfe"],
+                        *(r["metrics"].get(k) for k in metrics),
+                    ]
+                    for r in rows
+                ],
+            )
+        else:
+            for r in rows:
+                scalars = _scalars(r["metrics"])
+                lg.log_metrics(
+                    {f"{r['sampler']}/{k}": v for k, v in scalars.items()}, step=r["nfe"]
+                )
+        once = {**_scalars(results.get("likelihood")), **_scalars(results.get("real_floor"))}
+        if once:
+            lg.log_metrics(once)
+    if results.get("plot"):
+        log_image(loggers, "metric_vs_nfe", results["plot"])
+    for lg in loggers:
+        lg.finalize("success")
+
+
 def main_impl(cfg: DictConfig) -> dict:
     evaluation = OmegaConf.to_container(cfg.evaluation, resolve=True)
     evaluation["metrics"] = check_metrics(cfg.metrics)
     module, parts, run_cfg = module_from_checkpoint(cfg.ckpt_path)
+    loggers = make_loggers(cfg, run_cfg)
     pl.seed_everything(cfg.seed)
     trainer = pl.Trainer(
-        accelerator=cfg.accelerator, devices=1, logger=False, enable_checkpointing=False
+        accelerator=cfg.accelerator,
+        devices=1,
+        logger=loggers or False,
+        enable_checkpointing=False,
     )
     results = {
         "ckpt_path": str(cfg.ckpt_path),
@@ -86,6 +157,8 @@ def main_impl(cfg: DictConfig) -> dict:
     results["evaluation"] = evaluation
     results["versions"] = versions()
     write_json(out / "results.json", results)
+    if loggers:
+        log_results(loggers, results)
     print(f"\nresults: {out / 'results.json'}")
     return results
 

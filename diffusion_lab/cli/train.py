@@ -13,7 +13,13 @@ from diffusion_lab.build import ConfigError, build, build_module
 from diffusion_lab.callbacks import Throughput
 from diffusion_lab.callbacks.throughput import peak_memory_mb
 from diffusion_lab.cli import CONFIG_DIR
-from diffusion_lab.cli.common import fail, record_choices, sample_and_save
+from diffusion_lab.cli.common import (
+    fail,
+    one_ddp_job,
+    pin_job_for_ddp_workers,
+    record_choices,
+    sample_and_save,
+)
 from diffusion_lab.metrics import InceptionWeightsUnavailable
 from diffusion_lab.metrics.report import evaluate
 from diffusion_lab.results import versions, write_json
@@ -80,10 +86,12 @@ def train(cfg: DictConfig) -> dict:
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
-def main(cfg: DictConfig) -> float:
+def main(cfg: DictConfig) -> float | None:
     record_choices(cfg)
+    pin_job_for_ddp_workers()
     try:
-        results = train(cfg)
+        with one_ddp_job():
+            return optimized_value(train(cfg), cfg.optimized_metric)
     except (
         ConfigError,
         ValueError,
@@ -92,7 +100,20 @@ def main(cfg: DictConfig) -> float:
         InceptionWeightsUnavailable,
     ) as err:
         fail(err)
-    return results["metrics"].get("val/loss_ema", float("nan"))
+
+
+def optimized_value(results: dict, name: str | None) -> float | None:
+    """The value Hydra's sweepers optimise: a logged metric or a key of the final evaluation."""
+    if not name or "global_step" not in results:  # nothing asked, or a DDP worker (rank > 0)
+        return None
+    found = {**results["metrics"], **(results["evaluation"] or {})}
+    if name not in found:
+        raise ConfigError(
+            f"optimized_metric={name} was not reported by this run; it reported: "
+            f"{', '.join(sorted(k for k, v in found.items() if isinstance(v, float)))}. "
+            "Set optimized_metric to one of these (fid_*/bpd_* need evaluation.metrics to include them)."
+        )
+    return float(found[name])
 
 
 if __name__ == "__main__":
