@@ -16,8 +16,11 @@ from diffusion_lab.cli import CONFIG_DIR
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def compose_config(config_name: str, overrides: list[str], output_dir: Path):
-    """Compose `configs/<config_name>.yaml` with overrides, paths pointing into output_dir."""
+def compose_config(
+    config_name: str, overrides: list[str], output_dir: Path, keep_hydra: bool = False
+):
+    """Compose `configs/<config_name>.yaml` with overrides, paths pointing into output_dir
+    (keep_hydra: leave the `hydra` node in, to check launcher and sweeper configs)."""
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
         cfg = compose(config_name=config_name, overrides=overrides, return_hydra_config=True)
@@ -28,7 +31,8 @@ def compose_config(config_name: str, overrides: list[str], output_dir: Path):
         cfg.choices = {
             k: v for k, v in cfg.hydra.runtime.choices.items() if not k.startswith("hydra")
         }
-        del cfg.hydra
+        if not keep_hydra:
+            del cfg.hydra
     return cfg
 
 

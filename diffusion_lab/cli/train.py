@@ -56,11 +56,12 @@ def train(cfg: DictConfig) -> dict:
             floor=cfg.evaluation.real_floor,
         )
     throughput = next((c for c in trainer.callbacks if isinstance(c, Throughput)), None)
+    images_per_s = throughput.images_per_s if throughput and trainer.global_step else None
     results = {
         "metrics": metrics,
-        "global_step": trainer.global_step,
+        "global_step": trained_steps(trainer, out / "checkpoints" / "last.ckpt"),
         "fit_seconds": fit_seconds,
-        "train_images_per_s": throughput.images_per_s if throughput else None,
+        "train_images_per_s": images_per_s or metrics.get("train/images_per_s"),
         "sampling": sampling,
         "evaluation": evaluation,
         "peak_memory_mb": peak_memory_mb(module.device),
@@ -83,6 +84,14 @@ def train(cfg: DictConfig) -> dict:
         }
         print("  " + ", ".join(f"{k} {v:.4g}" for k, v in shown.items() if isinstance(v, float)))
     return results
+
+
+def trained_steps(trainer: pl.Trainer, last_ckpt: Path) -> int:
+    """Optimizer steps taken. Under ddp_spawn the fit ran in child processes and this process's
+    trainer still says 0, so the last checkpoint (written by rank 0 at the end) is asked."""
+    if trainer.global_step == 0 and last_ckpt.is_file():
+        return int(torch.load(last_ckpt, map_location="cpu", weights_only=True)["global_step"])
+    return trainer.global_step
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
