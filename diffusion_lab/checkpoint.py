@@ -1,14 +1,20 @@
-"""Loading diffusion_lab checkpoints safely and rebuilding the model they hold.
+"""diffusion_lab checkpoints: written atomically, loaded safely, and the model they hold rebuilt.
 
 Checkpoints are Lightning checkpoints plus `diffusion_lab_config`, the resolved run config as plain
 data, so loading uses `torch.load(weights_only=True)` and never unpickles arbitrary objects.
+`AtomicCheckpointIO` (trainer.plugins) writes each checkpoint to a temporary file beside its target,
+fsyncs it and renames it into place, so a kill during a write leaves the previous checkpoint whole.
 """
 
 from __future__ import annotations
 
+import os
+import tempfile
 from pathlib import Path
+from typing import Any
 
 import torch
+from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 from omegaconf import DictConfig, OmegaConf
 
 CONFIG_KEY = "diffusion_lab_config"
@@ -17,6 +23,34 @@ STATISTICS_KEY = "diffusion_lab_statistics"
 
 class CheckpointError(RuntimeError):
     """A checkpoint that is missing, unreadable or not written by diffusion_lab."""
+
+
+def atomic_torch_save(obj: Any, path: str | Path) -> None:
+    """torch.save to a temporary file in the same folder, fsync, then rename it over `path`.
+
+    os.replace within one filesystem is atomic: readers see the old file or the new one, never a
+    part. (Lightning's own save goes through an fsspec transaction whose temporary file lives in
+    /tmp, and moving it across filesystems is a copy that a kill can cut short.)"""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Lightning CheckpointIO whose saves are atomic (see `atomic_torch_save`)."""
+
+    def save_checkpoint(self, checkpoint: dict, path, storage_options=None) -> None:
+        if storage_options is not None:
+            raise TypeError("AtomicCheckpointIO writes local files and takes no storage_options")
+        atomic_torch_save(checkpoint, path)
 
 
 def load_checkpoint(path: str | Path) -> tuple[DictConfig, dict, dict | None]:

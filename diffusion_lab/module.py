@@ -3,7 +3,7 @@
 It holds the parts build.py wired (process, denoiser, objective, sampler) and adds the training
 loop concerns: AdamW with linear warm-up, the EMA copy of the denoiser (used for all sampling and
 saved in every checkpoint), a validation loss on a fixed t grid with seeded noise (comparable
-across epochs), and a NaN guard on the loss.
+across epochs), and step-indexed seeding of t and noise (exact resume, distinct per rank).
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import warnings
 
+import numpy as np
 import pytorch_lightning as pl
 import torch
 from torch import Tensor, nn
@@ -19,6 +20,16 @@ from diffusion_lab.ema import ema_beta, ema_update
 
 # The EMA copy is in eval mode on purpose; Lightning would warn about it at every fit.
 warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode.*")
+# Mid-epoch resume is exact here: the training sampler starts from global_step (data/sampler.py).
+warnings.filterwarnings("ignore", message=r".*ended before the epoch ended.*")
+
+
+def step_seed(seed: int, rank: int, step: int, micro_batch: int = 0) -> int:
+    """The seed of one training step's t, noise and dropout: a function of (seed, rank, optimizer
+    step, micro-batch within a gradient accumulation) alone, so every rank draws its own noise
+    (DESIGN §4) and a resumed run draws exactly what the uninterrupted run would have (no RNG
+    state to save or lose)."""
+    return int(np.random.SeedSequence([seed, rank, step, micro_batch]).generate_state(1)[0])
 
 
 class CountCalls(nn.Module):
@@ -73,19 +84,15 @@ class DiffusionModule(pl.LightningModule):
         return y if self.class_conditional else None
 
     def on_fit_start(self):
-        # Under DDP every rank draws its own t and noise (DESIGN §4): seed + global_rank.
-        torch.manual_seed(self.seed + self.global_rank)
         for logger in self.loggers:  # the full resolved config (W&B run config, hparams.yaml)
             logger.log_hyperparams(self.config)
 
     def training_step(self, batch, batch_idx):
+        micro = batch_idx % self.trainer.accumulate_grad_batches  # position in an accumulation
+        torch.manual_seed(step_seed(self.seed, self.global_rank, self.global_step, micro))
         x0, y = batch
+        # NaN/Inf losses are skipped by callbacks.nonfinite_guard (NonFiniteGuard)
         loss = self.objective(self.denoiser, self.process, x0, self._cond(y)).mean()
-        if not torch.isfinite(loss):
-            raise FloatingPointError(
-                f"training loss is {loss.item()} at step {self.global_step}: lower optim.lr, keep "
-                "trainer.gradient_clip_val set, or train in full precision (trainer.precision=32-true)"
-            )
         self.log(
             "train/loss", loss, prog_bar=True, on_step=True, on_epoch=False, batch_size=x0.shape[0]
         )

@@ -1,9 +1,18 @@
 """Lightning callbacks: sample grids, generative metrics during training, training throughput,
-DDP replica checks."""
+DDP replica checks, the NaN/Inf guard and pre-emption checkpoints."""
 
 from diffusion_lab.callbacks.ddp_check import DDPConsistency
 from diffusion_lab.callbacks.evaluation import EvaluationMetrics
+from diffusion_lab.callbacks.nonfinite import NonFiniteGuard
+from diffusion_lab.callbacks.preemption import Preemption
 from diffusion_lab.callbacks.sample_grid import SampleGrid
 from diffusion_lab.callbacks.throughput import Throughput
 
-__all__ = ["DDPConsistency", "EvaluationMetrics", "SampleGrid", "Throughput"]
+__all__ = [
+    "DDPConsistency",
+    "EvaluationMetrics",
+    "NonFiniteGuard",
+    "Preemption",
+    "SampleGrid",
+    "Throughput",
+]

@@ -9,9 +9,10 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from diffusion_lab.build import ConfigError, build, build_module
+from diffusion_lab.build import ConfigError, build, build_module, choice
 from diffusion_lab.callbacks import Throughput
 from diffusion_lab.callbacks.throughput import peak_memory_mb
+from diffusion_lab.checkpoint import CheckpointError, load_checkpoint
 from diffusion_lab.cli import CONFIG_DIR
 from diffusion_lab.cli.common import (
     fail,
@@ -35,7 +36,7 @@ def train(cfg: DictConfig) -> dict:
     trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
 
     start = time.perf_counter()
-    trainer.fit(module, datamodule=parts.datamodule, ckpt_path=cfg.ckpt_path)
+    trainer.fit(module, datamodule=parts.datamodule, ckpt_path=resume_from(cfg), weights_only=True)
     fit_seconds = time.perf_counter() - start
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
     metrics.update(
@@ -86,6 +87,47 @@ def train(cfg: DictConfig) -> dict:
     return results
 
 
+MODEL_KEYS = (
+    "dataset._target_",
+    "dataset.image_size",
+    "dataset.channels",
+    "backbone",
+    "degradation",
+    "basis",
+    "precond",
+)
+
+
+def _plain(value):
+    return OmegaConf.to_container(value, resolve=True) if isinstance(value, DictConfig) else value
+
+
+def resume_from(cfg: DictConfig) -> str | None:
+    """ckpt_path when given; else, with auto_resume, the run directory's own last.ckpt."""
+    path = cfg.ckpt_path
+    if path is None:
+        last = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
+        if not (cfg.get("auto_resume", True) and last.is_file()):
+            return None
+        path = str(last)
+        print(f"resuming from {last} (auto_resume; auto_resume=false starts afresh)")
+    saved, _, _ = load_checkpoint(path)  # CheckpointError: missing, truncated or foreign file
+    # what the weights depend on: the data's kind and shape, the network, the process
+    for key in MODEL_KEYS:
+        was, now = (_plain(OmegaConf.select(c, key)) for c in (saved, cfg))
+        if was != now:
+            differs = (
+                f"a different `{key}` config than this run's {choice(cfg, key.split('.')[0])}"
+                if isinstance(now, dict)
+                else f"{key}={was}, this run has {key}={now}"
+            )
+            raise ConfigError(
+                f"{path} was trained with {differs}: resume with the overrides that run used "
+                "(its .hydra/overrides.yaml), or start a new run without ckpt_path"
+            )
+    return str(path)
+
+
 def trained_steps(trainer: pl.Trainer, last_ckpt: Path) -> int:
     """Optimizer steps taken. Under ddp_spawn the fit ran in child processes and this process's
     trainer still says 0, so the last checkpoint (written by rank 0 at the end) is asked."""
@@ -102,6 +144,7 @@ def main(cfg: DictConfig) -> float | None:
         with one_ddp_job():
             return optimized_value(train(cfg), cfg.optimized_metric)
     except (
+        CheckpointError,
         ConfigError,
         ValueError,
         FileNotFoundError,

@@ -14,6 +14,8 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from diffusion_lab.data.sampler import ResumableSampler
+
 
 def split_indices(
     n: int, val_fraction: float, test_fraction: float, seed: int
@@ -122,12 +124,28 @@ class ImageDataModule(pl.LightningDataModule, abc.ABC):
         if self.train_set is None:
             self.train_set, self.val_set, self.test_set = self._build()
 
+    def _position(self) -> tuple[int, int, int]:
+        """(samples the run has consumed, rank, world size), from the trainer when attached."""
+        trainer = self.trainer
+        if trainer is None:
+            return 0, 0, 1
+        per_step = self.batch_size * trainer.world_size * trainer.accumulate_grad_batches
+        return trainer.global_step * per_step, trainer.global_rank, trainer.world_size
+
     def _loader(self, dataset: Dataset, train: bool) -> DataLoader:
+        # Training order: a function of (seed, samples consumed), split across ranks by the
+        # sampler itself (trainer.use_distributed_sampler=false), so resuming is exact.
+        sampler = (
+            ResumableSampler(
+                len(dataset), self.batch_size, self.seed, self.drop_last, self._position
+            )
+            if train
+            else None
+        )
         return DataLoader(
             dataset,
             batch_size=self.batch_size,
-            shuffle=train,
-            generator=torch.Generator().manual_seed(self.seed) if train else None,
+            sampler=sampler,
             drop_last=train and self.drop_last,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,

@@ -14,7 +14,6 @@ import dataclasses
 import hashlib
 import math
 import os
-import tempfile
 import warnings
 from pathlib import Path
 
@@ -23,6 +22,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from diffusion_lab.bases.dct import DCT
+from diffusion_lab.checkpoint import atomic_torch_save
 
 PCA_MAX_DIM = 4096  # pca=None computes PCA only up to this D: a 12288² eigendecomposition is slow
 _LOADER_KNOBS = {  # datamodule attributes that change loaders, not the data
@@ -190,13 +190,5 @@ def load_or_compute(datamodule, cache_dir: str | os.PathLike, **kw) -> DatasetSt
             )
     print(f"computing dataset statistics of {type(datamodule).__name__} -> {path}")
     stats = compute_statistics(datamodule, pca=want_pca, **kw)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(stats.to_dict(), f)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    atomic_torch_save(stats.to_dict(), path)
     return stats

@@ -16,7 +16,6 @@ Shapes: x (B, C, H, W) in [-1, 1]; features (B, feature_dim); logits (B, num_cla
 
 import math
 import os
-import tempfile
 import time
 from pathlib import Path
 
@@ -25,6 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
+from diffusion_lab.checkpoint import atomic_torch_save
 from diffusion_lab.data.statistics import cache_key
 
 ARCH_VERSION = 1  # bump when DomainClassifier or its training changes: old cache files go stale
@@ -168,18 +168,6 @@ def _train(
     model.eval()
 
 
-def _atomic_save(obj, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
-
-
 @torch.inference_mode(False)  # callable from validation hooks, which run under inference mode
 @torch.enable_grad()
 def train_or_load_classifier(
@@ -256,7 +244,7 @@ def train_or_load_classifier(
         )
     accuracy = _accuracy(model, held_out, device, batch_size=256)
     model.cpu().requires_grad_(False)
-    _atomic_save(
+    atomic_torch_save(
         {
             "state_dict": model.state_dict(),
             "config": model.config,

@@ -175,12 +175,16 @@ def test_other_combinations_train(make_cfg, overrides):
     assert results["global_step"] == 2
 
 
-def test_nan_loss_stops_with_advice(make_cfg, monkeypatch):
+def test_nan_losses_in_a_row_stop_with_advice(make_cfg, monkeypatch):
     from diffusion_lab.objectives import Denoising
 
-    monkeypatch.setattr(Denoising, "forward", lambda self, *a, **k: torch.full((2,), float("nan")))
-    with pytest.raises(FloatingPointError, match="lower optim.lr"):
-        train(make_cfg(*FAST))
+    forward = Denoising.forward
+    monkeypatch.setattr(
+        Denoising, "forward", lambda self, *a, **k: forward(self, *a, **k) * torch.nan
+    )
+    cfg = make_cfg(*FAST, "callbacks.nonfinite_guard.max_consecutive=2")
+    with pytest.raises(FloatingPointError, match="2 consecutive steps.*lower optim.optimizer.lr"):
+        train(cfg)
 
 
 @pytest.mark.slow

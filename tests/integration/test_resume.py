@@ -1,0 +1,214 @@
+"""Nothing lost: exact resume, SIGTERM pre-emption, atomic checkpoints, bad checkpoint files and
+the NaN/Inf guard, through the real CLI where a user would meet them."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from diffusion_lab.checkpoint import atomic_torch_save
+from tests.conftest import ROOT, run_cli
+
+# 2 batches of 512 per epoch (1437 training digits), so 5 steps end mid-epoch and 10 cross 5 epochs
+BIG_BATCH = [
+    "debug=fast",
+    "evaluation.metrics=[]",
+    "dataset.batch_size=512",
+    "trainer.val_check_interval=5",
+]
+
+
+def _ckpt(run):
+    return torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+
+
+def assert_same_training_state(a: dict, b: dict) -> None:
+    """Weights, EMA, optimizer, LR schedule and step: bitwise equal."""
+    assert a["global_step"] == b["global_step"]
+    assert a["state_dict"].keys() == b["state_dict"].keys()
+    for k in a["state_dict"]:
+        assert torch.equal(a["state_dict"][k], b["state_dict"][k]), k
+    sa, sb = a["optimizer_states"][0]["state"], b["optimizer_states"][0]["state"]
+    assert sa.keys() == sb.keys()
+    for i in sa:
+        for k in sa[i]:
+            assert torch.equal(torch.as_tensor(sa[i][k]), torch.as_tensor(sb[i][k])), (i, k)
+    assert a["lr_schedulers"] == b["lr_schedulers"]
+
+
+def test_resume_mid_epoch_is_bitwise_exact(tmp_path):
+    straight, split = tmp_path / "straight", tmp_path / "split"
+    for run, steps in ((straight, 10), (split, 5)):
+        proc = run_cli(
+            "train.py",
+            *BIG_BATCH,
+            f"trainer.max_steps={steps}",
+            f"hydra.run.dir={run}",
+            cwd=tmp_path,
+        )
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    assert _ckpt(split)["global_step"] == 5
+    proc = run_cli(
+        "train.py",
+        *BIG_BATCH,
+        "trainer.max_steps=10",
+        f"ckpt_path={split}/checkpoints/last.ckpt",
+        f"hydra.run.dir={tmp_path}/resumed",
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert_same_training_state(_ckpt(straight), _ckpt(tmp_path / "resumed"))
+
+
+def test_sigterm_saves_and_the_same_command_resumes_exactly(tmp_path):
+    run = tmp_path / "run"
+    args = [
+        "debug=fast",
+        "evaluation.metrics=[]",
+        "trainer.max_steps=40",
+        "trainer.val_check_interval=20",
+    ]
+    cmd = [sys.executable, str(ROOT / "train.py"), *args, f"hydra.run.dir={run}"]
+    env = {**os.environ, "DIFFUSION_LAB_ROOT": str(tmp_path), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(
+        cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    grid = run / "samples" / "step_0000003.png"  # debug=fast saves a grid every 3 steps
+    deadline = time.monotonic() + 120
+    while not grid.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 0, out[-3000:]
+    assert "SIGTERM: saved" in out
+    stopped_at = _ckpt(run)["global_step"]
+    assert 3 <= stopped_at < 40
+    assert not (run / "results.json").exists()  # it stopped, it did not finish
+
+    again = run_cli("train.py", *args, f"hydra.run.dir={run}", cwd=tmp_path)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "resuming from" in again.stdout
+    straight = run_cli("train.py", *args, f"hydra.run.dir={tmp_path}/straight", cwd=tmp_path)
+    assert straight.returncode == 0, straight.stderr[-3000:]
+    assert_same_training_state(_ckpt(tmp_path / "straight"), _ckpt(run))
+
+
+@pytest.mark.parametrize(
+    "make_bad, message",
+    [
+        (
+            lambda good, bad: bad.write_bytes(good.read_bytes()[: good.stat().st_size // 2]),
+            "truncated",
+        ),
+        (
+            lambda good, bad: torch.save({"weights": torch.zeros(2)}, bad),
+            "not a diffusion_lab checkpoint",
+        ),
+        (
+            lambda good, bad: torch.save({"obj": torch.nn.Linear(1, 1)}, bad),
+            "could not read checkpoint",
+        ),
+        (lambda good, bad: None, "checkpoint not found"),
+    ],
+    ids=["truncated", "foreign", "pickled-object", "missing"],
+)
+def test_bad_checkpoints_are_rejected_with_a_message(tmp_path, make_bad, message, trained_ckpt):
+    bad = tmp_path / "bad.ckpt"
+    make_bad(trained_ckpt, bad)
+    proc = run_cli(
+        "train.py", "debug=fast", f"ckpt_path={bad}", f"hydra.run.dir={tmp_path}/r", cwd=tmp_path
+    )
+    assert proc.returncode == 2
+    assert message in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_resume_with_another_model_config_is_refused(tmp_path, trained_ckpt):
+    proc = run_cli(
+        "train.py",
+        "debug=fast",
+        "backbone.model_channels=16",
+        f"ckpt_path={trained_ckpt}",
+        f"hydra.run.dir={tmp_path}/r",
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 2
+    assert "different `backbone` config" in proc.stderr and "overrides.yaml" in proc.stderr
+
+
+@pytest.fixture(scope="module")
+def trained_ckpt(tmp_path_factory):
+    cwd = tmp_path_factory.mktemp("trained")
+    proc = run_cli(
+        "train.py", "debug=fast", "evaluation.metrics=[]", f"hydra.run.dir={cwd}/run", cwd=cwd
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return cwd / "run" / "checkpoints" / "last.ckpt"
+
+
+def test_a_failed_write_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
+    path = tmp_path / "last.ckpt"
+    atomic_torch_save({"step": 1}, path)
+
+    def dies_halfway(obj, f):
+        f.write(b"PK\x03\x04 half a zip")
+        raise KeyboardInterrupt  # a kill during the write
+
+    monkeypatch.setattr(torch, "save", dies_halfway)
+    with pytest.raises(KeyboardInterrupt):
+        atomic_torch_save({"step": 2}, path)
+    monkeypatch.undo()
+    assert torch.load(path, weights_only=True) == {"step": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]  # no temporary left behind
+
+
+def test_a_nan_step_is_skipped_counted_and_training_goes_on(make_cfg, monkeypatch):
+    """One NaN loss at step 2: that step leaves the weights untouched, the run finishes."""
+    import pytorch_lightning as pl
+
+    from diffusion_lab.build import build, build_module
+    from diffusion_lab.callbacks import NonFiniteGuard
+    from diffusion_lab.objectives import Denoising
+
+    forward = Denoising.forward
+    steps_seen = []
+
+    def nan_at_step_2(self, *args, **kwargs):
+        loss = forward(self, *args, **kwargs)
+        return loss * torch.nan if len(steps_seen) == 2 else loss
+
+    monkeypatch.setattr(Denoising, "forward", nan_at_step_2)
+    cfg = make_cfg("debug=fast", "evaluation.metrics=[]")
+    parts = build(cfg)
+    module = build_module(cfg, parts)
+    guard = NonFiniteGuard(max_consecutive=2)
+    snapshots = {}
+
+    class Snapshot(pl.Callback):
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            snapshots[trainer.global_step] = [
+                p.detach().clone() for p in pl_module.denoiser.parameters()
+            ]
+
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            steps_seen.append(trainer.global_step)
+
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        max_steps=5,
+        callbacks=[guard, Snapshot()],
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        limit_val_batches=0,
+    )
+    trainer.fit(module, datamodule=parts.datamodule)
+    assert trainer.global_step == 5 and guard.skipped == 1 and guard.in_a_row == 0
+    after_bad = snapshots[3]
+    assert all(torch.equal(a, b) for a, b in zip(snapshots[2], after_bad))  # step 2 skipped
+    assert not all(torch.equal(a, b) for a, b in zip(snapshots[1], snapshots[2]))  # others not
+    assert all(torch.isfinite(p).all() for p in module.denoiser.parameters())
+    assert trainer.callback_metrics["train/skipped_steps"] == 1

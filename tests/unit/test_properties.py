@@ -1,0 +1,588 @@
+"""Property-based tests (hypothesis) over bases, schedules and forward processes.
+
+Random batch sizes, channels, image sides (square and not) and times; each example seeds its own
+torch generator from a drawn integer, and the settings are derandomised with no example database,
+so a run is the same every time and a failure reproduces from the printed falsifying example.
+
+Dtype conventions pinned here (DESIGN §3: diffusion arithmetic in fp32):
+  - bases keep the input dtype (float64 in, float64 out), but their matrices are stored as float32
+    buffers, so a float64 round trip is only float32-accurate (~1e-7), not float64-accurate;
+  - schedules are elementwise and keep the dtype and shape of t;
+  - ForwardProcess.sample / degrade always return float32, whatever the dtype of x0.
+"""
+
+import functools
+import math
+
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from torch.utils.data import TensorDataset
+
+from diffusion_lab.bases import DCT, PCA, Fourier, Identity
+from diffusion_lab.data.statistics import compute_dataset_statistics
+from diffusion_lab.degradations import (
+    ColdBlur,
+    Pixelate,
+    Snow,
+    VarianceExploding,
+    VariancePreserving,
+)
+from diffusion_lab.degradations.blur import Blur, BlurNoise
+from diffusion_lab.degradations.gud import GUD
+from diffusion_lab.degradations.mask import Mask
+from diffusion_lab.process import ForwardProcess
+from diffusion_lab.schedules import EDM, Cosine, LinearBeta, Sigmoid
+from diffusion_lab.schedules.blur import GeometricBlur
+from diffusion_lab.schedules.blur_w2 import BlurW2
+
+# derandomize: the same examples on every run (CI); database=None: nothing written to disk.
+PROPS = settings(
+    max_examples=15,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+CHEAP = settings(PROPS, max_examples=30)  # pure schedule arithmetic on a handful of numbers
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Small tensors: intra-op threads only add synchronisation cost on a shared CPU."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+# -- strategies -----------------------------------------------------------------------------
+seeds = st.integers(0, 2**31 - 1)
+batches = st.integers(1, 4)
+sides = st.integers(2, 12)
+image_shapes = st.tuples(st.integers(1, 3), sides, sides)
+vector_shapes = st.tuples(st.integers(1, 16))
+unit = st.floats(0.0, 1.0)
+# times that hit the ends and the level grid of the Cold operators as well as arbitrary floats
+times = st.one_of(unit, st.sampled_from([0.0, 1.0, 0.5, 0.25, 1 / 3, 1e-4]))
+coefficients = st.floats(-2.0, 2.0)
+
+
+def sorted_pair(lo: float = 0.0):
+    return st.tuples(st.floats(lo, 1.0), st.floats(lo, 1.0)).map(sorted)
+
+
+def gen(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def randn(shape, seed: int, dtype=torch.float32) -> torch.Tensor:
+    return torch.randn(shape, generator=gen(seed), dtype=dtype)
+
+
+def images_in_range(shape, seed: int) -> torch.Tensor:
+    """Data in [−1, 1] (DESIGN §4)."""
+    return torch.rand(shape, generator=gen(seed)) * 2 - 1
+
+
+@functools.lru_cache(maxsize=None)
+def statistics(shape: tuple[int, ...]):
+    """Real DatasetStatistics (with PCA) of 32 fixed random samples of this shape."""
+    n = 32
+    x = torch.rand(n, *shape, generator=gen(math.prod(shape))) * 2 - 1
+    return compute_dataset_statistics(TensorDataset(x, torch.zeros(n)), max_images=n, pca=True)
+
+
+def close(actual, expected, atol=1e-5, rtol=1e-5):
+    torch.testing.assert_close(actual, expected, atol=atol, rtol=rtol)
+
+
+# -- bases ----------------------------------------------------------------------------------
+BASES = ["identity", "dct", "fourier", "pca"]
+
+
+def make_basis(kind: str, shape):
+    if kind == "identity":
+        return Identity()
+    if kind == "pca":
+        return PCA().setup(shape, statistics(tuple(shape)))
+    return {"dct": DCT, "fourier": Fourier}[kind](data_shape=shape)
+
+
+@PROPS
+@given(kind=st.sampled_from(BASES), batch=batches, shape=image_shapes, seed=seeds)
+def test_basis_round_trip_norm_shape_and_dtype(kind, batch, shape, seed):
+    basis = make_basis(kind, shape)
+    x = randn((batch, *shape), seed)
+    c = basis(x)
+    assert c.shape == x.shape and c.dtype == torch.float32
+    close(basis.inverse(c), x)  # Uᵀ U = I
+    close(basis(basis.inverse(x)), x)  # U Uᵀ = I
+    close(c.flatten(1).norm(dim=1), x.flatten(1).norm(dim=1))  # an isometry
+    for i in range(batch):  # acts on each sample on its own
+        close(c[i : i + 1], basis(x[i : i + 1]))
+
+
+@PROPS
+@given(
+    kind=st.sampled_from(BASES),
+    batch=batches,
+    shape=st.one_of(image_shapes, vector_shapes),
+    a=coefficients,
+    b=coefficients,
+    seed=seeds,
+)
+def test_basis_is_linear(kind, batch, shape, a, b, seed):
+    if kind in ("dct", "fourier") and len(shape) != 3:
+        with pytest.raises(ValueError, match="needs images"):
+            make_basis(kind, shape)
+        return
+    basis = make_basis(kind, shape)
+    x, y = randn((2, batch, *shape), seed)
+    close(basis(a * x + b * y), a * basis(x) + b * basis(y), atol=1e-4)
+    close(basis.inverse(a * x + b * y), a * basis.inverse(x) + b * basis.inverse(y), atol=1e-4)
+
+
+@PROPS
+@given(kind=st.sampled_from(BASES), batch=batches, shape=image_shapes, seed=seeds)
+def test_basis_keeps_float64_with_float32_accuracy(kind, batch, shape, seed):
+    """float64 in, float64 out; the matrices are float32 buffers, so only float32 accuracy."""
+    basis = make_basis(kind, shape)
+    x = randn((batch, *shape), seed, dtype=torch.float64)
+    c = basis(x)
+    assert c.dtype == basis.inverse(c).dtype == torch.float64 and c.shape == x.shape
+    close(basis.inverse(c), x, atol=1e-5, rtol=1e-5)
+    close(basis(x.float()).double(), c, atol=1e-5, rtol=1e-5)
+
+
+@PROPS
+@given(kind=st.sampled_from(["dct", "fourier"]), batch=batches, shape=image_shapes, seed=seeds)
+def test_separable_bases_act_per_channel_with_the_mean_as_dc(kind, batch, shape, seed):
+    basis = make_basis(kind, shape)
+    c_, h, w = shape
+    x = randn((batch, *shape), seed)
+    c = basis(x)
+    for k in range(c_):
+        close(c[:, k : k + 1], basis(x[:, k : k + 1]))
+    # row 0 of both 1-D bases is the constant 1/√N: the DC coefficient is mean · √(HW)
+    close(c[:, :, 0, 0], x.mean((2, 3)) * math.sqrt(h * w), atol=1e-4)
+    lam = basis.frequencies_squared
+    assert lam.shape == (1, h, w) and lam[0, 0, 0] == 0 and (lam >= 0).all()
+    # frequencies grow along both axes (rows are ordered by increasing frequency)
+    assert (lam[:, 1:, :] >= lam[:, :-1, :]).all() and (lam[:, :, 1:] >= lam[:, :, :-1]).all()
+
+
+@PROPS
+@given(shape=st.one_of(image_shapes, vector_shapes))
+def test_pca_decorrelates_its_data_by_decreasing_variance(shape):
+    """On the data it was fitted to, the PCA coefficients have covariance diag(variance)."""
+    stats = statistics(tuple(shape))
+    basis = make_basis("pca", shape)
+    v = basis.variance.flatten()
+    assert basis.variance.shape == tuple(shape) and (v[1:] <= v[:-1]).all() and (v >= 0).all()
+    c = basis(stats.images.double()).flatten(1)
+    c = c - c.mean(0)
+    cov = c.T @ c / len(c)  # the statistics use the population covariance
+    close(cov, torch.diag(v.double()), atol=1e-5, rtol=1e-4)
+
+
+# -- log-SNR schedules ----------------------------------------------------------------------
+LOGSNR_SCHEDULES = [
+    LinearBeta(),
+    LinearBeta(beta_min=0.01, beta_max=5.0),
+    Cosine(),
+    Cosine(logsnr_min=-8, logsnr_max=8),
+    Sigmoid(),
+    Sigmoid(start=0.0, end=3.0, tau=0.7),
+    EDM(),
+    EDM(sigma_min=0.002),
+]
+schedule_param = pytest.mark.parametrize("schedule", LOGSNR_SCHEDULES, ids=repr)
+T_MIN = 1e-4  # the smallest t the time densities draw (objectives/time.py)
+
+
+@schedule_param
+@CHEAP
+@given(pair=sorted_pair())
+def test_logsnr_decreases_in_t(schedule, pair):
+    t1, t2 = pair
+    for dtype in (torch.float32, torch.float64):
+        lam1, lam2 = schedule.logsnr(torch.tensor([t1, t2], dtype=dtype)).tolist()
+        assert lam1 >= lam2
+    if t2 - t1 >= 1e-4:  # strictly (in float64), away from float rounding
+        assert lam1 > lam2
+
+
+@schedule_param
+@CHEAP
+@given(t=st.floats(T_MIN, 1.0), dtype=st.sampled_from([torch.float32, torch.float64]))
+def test_logsnr_is_finite_on_the_training_range_and_largest_at_zero(schedule, t, dtype):
+    lam, lam0, lam1 = schedule.logsnr(torch.tensor([t, 0.0, 1.0], dtype=dtype))
+    assert math.isfinite(lam) and math.isfinite(lam1)
+    assert lam0 >= lam >= lam1
+    if getattr(schedule, "logsnr_max", math.inf) == math.inf and getattr(schedule, "sigma_min", 0) == 0:
+        assert lam0 == math.inf  # t = 0 is clean data
+
+
+@schedule_param
+@CHEAP
+@given(
+    shape=st.lists(st.integers(1, 4), min_size=0, max_size=4).map(tuple),
+    dtype=st.sampled_from([torch.float32, torch.float64]),
+    seed=seeds,
+)
+def test_schedules_are_elementwise_on_any_shape(schedule, shape, dtype, seed):
+    """GUD calls logsnr on (B, C, H, W) clocks: the schedule must not care about the shape."""
+    t = torch.rand(shape, generator=gen(seed), dtype=dtype)
+    lam = schedule.logsnr(t)
+    assert lam.shape == t.shape and lam.dtype == dtype
+    flat = schedule.logsnr(t.flatten())
+    close(lam, flat.view(shape), atol=0, rtol=0)
+    back = schedule.t_from_logsnr(lam)
+    assert back.shape == t.shape and back.dtype == dtype
+
+
+@schedule_param
+@CHEAP
+@given(t=unit)
+def test_logsnr_inverse_round_trip(schedule, t):
+    tt = torch.tensor([t], dtype=torch.float64)
+    lam = schedule.logsnr(tt)
+    close(schedule.t_from_logsnr(lam), tt, atol=1e-6, rtol=0)
+    if T_MIN <= t:  # and the other way round, on the finite part
+        close(schedule.logsnr(schedule.t_from_logsnr(lam)), lam, atol=1e-6, rtol=1e-6)
+
+
+@schedule_param
+@CHEAP
+@given(
+    t=st.lists(st.floats(T_MIN, 1.0), min_size=1, max_size=4),
+    shape=st.one_of(image_shapes, vector_shapes),
+)
+def test_vp_and_ve_share_the_noise_to_signal_ratio(schedule, t, shape):
+    tt = torch.tensor(t)
+    a_vp, s_vp = VariancePreserving().alpha_sigma(schedule, tt, shape)
+    a_ve, s_ve = VarianceExploding().alpha_sigma(schedule, tt, shape)
+    iso = (len(t), *[1] * len(shape))
+    assert a_vp.shape == s_vp.shape == a_ve.shape == s_ve.shape == iso
+    close(a_vp**2 + s_vp**2, torch.ones(iso), atol=1e-6, rtol=0)  # variance preserving
+    assert (a_ve == 1).all()
+    close(s_vp / a_vp, s_ve / a_ve, rtol=1e-4, atol=0)
+    lam = schedule.logsnr(tt).view(iso)
+    close(2 * torch.log(a_vp / s_vp), lam, rtol=1e-4, atol=1e-4)
+
+
+# -- blur schedules -------------------------------------------------------------------------
+@functools.lru_cache(maxsize=None)
+def blur_w2(shape, sigma_min=0.05, sigma_max=8.0) -> BlurW2:
+    deg = Blur()
+    deg.setup(shape, statistics(shape))
+    schedule = BlurW2(sigma_min, sigma_max)
+    schedule.setup(deg, statistics(shape))
+    return schedule
+
+
+blur_schedules = st.one_of(
+    st.tuples(st.floats(0.05, 2.0), st.floats(1.1, 6.0)).map(
+        lambda p: GeometricBlur(p[0], p[0] * p[1])
+    ),
+    image_shapes.map(blur_w2),
+)
+
+
+@PROPS
+@given(schedule=blur_schedules, pair=sorted_pair(), t=st.lists(unit, min_size=1, max_size=5))
+def test_blur_schedules_grow_from_zero_to_sigma_max(schedule, pair, t):
+    tt = torch.tensor(t)
+    s = schedule.sigma_blur(tt)
+    assert s.shape == tt.shape and s.dtype == torch.float32 and torch.isfinite(s).all()
+    assert (s[tt == 0] == 0).all()  # clean data at t = 0
+    lo, hi = schedule.sigma_min * (1 - 1e-5), schedule.sigma_max * (1 + 1e-5)
+    assert ((s[tt > 0] >= lo) & (s[tt > 0] <= hi)).all()
+    ends = schedule.sigma_blur(torch.tensor([0.0, 1.0]))
+    assert ends[0] == 0 and ends[1] == pytest.approx(schedule.sigma_max, rel=1e-5)
+    s1, s2 = schedule.sigma_blur(torch.tensor(pair, dtype=torch.float32))
+    assert s1 <= s2 * (1 + 1e-6)
+
+
+@PROPS
+@given(shape=image_shapes, steps=st.integers(2, 6))
+def test_blur_w2_takes_equal_wasserstein_steps(shape, steps):
+    """The defining property: equal steps in t move the data by equal (bounded) W2 amounts."""
+    schedule, stats = blur_w2(shape), statistics(shape)
+    basis = DCT(data_shape=shape)
+    m = stats.dct_variance.double() + basis(stats.mean[None])[0].double() ** 2  # E[c²]
+    t = torch.arange(1, steps + 1, dtype=torch.float32) / steps
+    sigma = schedule.sigma_blur(t).double().view(-1, 1, 1, 1)
+    alpha = torch.exp(-basis.frequencies_squared.double() * sigma**2 / 2)
+    dist = ((alpha[1:] - alpha[:-1]) ** 2 * m).flatten(1).sum(1).sqrt()
+    assert dist.max() <= 1.05 * dist.min() + 1e-9
+
+
+# -- forward processes ----------------------------------------------------------------------
+def _gaussian(deg, sched):
+    return lambda: (deg(), sched())
+
+
+PROCESS_FACTORIES = {
+    # name: (factory -> (degradation, schedule), works on vectors too)
+    "vp_cosine": (_gaussian(VariancePreserving, Cosine), True),
+    "vp_linear": (_gaussian(VariancePreserving, LinearBeta), True),
+    "vp_sigmoid": (_gaussian(VariancePreserving, Sigmoid), True),
+    "vp_edm": (_gaussian(VariancePreserving, EDM), True),
+    "ve_edm": (_gaussian(VarianceExploding, EDM), True),
+    "ve_cosine": (_gaussian(VarianceExploding, Cosine), True),
+    "blur_geometric": (lambda: (Blur(noise=0.01), GeometricBlur(0.5, 8.0)), False),
+    "blur_w2": (lambda: (Blur(noise=0.01), BlurW2(0.05, 8.0)), False),
+    "blur_noise_w2": (lambda: (BlurNoise(0.01, 1.0), BlurW2(0.05, 8.0)), False),
+    "blur_noise_geometric": (lambda: (BlurNoise(0.05, 2.0), GeometricBlur(0.3, 4.0)), False),
+    "mask": (lambda: (Mask(fade=1.0), None), False),
+    "gud_dct_frequency_whiten": (lambda: (GUD(DCT(), 1.0, "frequency", True), Cosine()), False),
+    "gud_fourier_frequency": (lambda: (GUD(Fourier(), 0.5, "frequency"), LinearBeta()), False),
+    "gud_identity_row": (lambda: (GUD(Identity(), 0.5, "row"), Cosine()), False),
+    "gud_identity_column": (lambda: (GUD(Identity(), 2.0, "column", True), Sigmoid()), False),
+    "gud_pca_variance_whiten": (lambda: (GUD(PCA(), 1.0, "variance", True), Cosine()), True),
+    "gud_identity_none": (lambda: (GUD(Identity(), 1.0, "none"), Cosine()), True),
+    # Cold Diffusion operators (linear=False)
+    "cold_blur_circular": (lambda: (ColdBlur(num_levels=12, kernel_size=5), None), False),
+    "cold_blur_reflect": (
+        lambda: (
+            ColdBlur(num_levels=6, kernel_size=3, kernel_std=0.5, padding="reflect"),
+            None,
+        ),
+        False,
+    ),
+    "cold_blur_exponential": (
+        lambda: (
+            ColdBlur(8, 5, 0.3, blur_routine="exponential", to_mean_last_step=False),
+            None,
+        ),
+        False,
+    ),
+    "pixelate_nearest": (lambda: (Pixelate(num_levels=6, min_size=2), None), False),
+    "pixelate_bicubic_noisy": (
+        lambda: (Pixelate(num_levels=5, min_size=2, upsample="bicubic", noise=0.05), None),
+        False,
+    ),
+    "snow": (lambda: (Snow(num_levels=8, num_layers=2, density=0.3), None), False),
+}
+COLD = [name for name in PROCESS_FACTORIES if PROCESS_FACTORIES[name][0]()[0].linear is False]
+LINEAR = [name for name in PROCESS_FACTORIES if name not in COLD]
+
+
+@functools.lru_cache(maxsize=None)
+def make_process(name: str, shape: tuple[int, ...]) -> ForwardProcess:
+    """Built as build.py does: ForwardProcess(degradation, schedule, data_shape).setup(stats)."""
+    degradation, schedule = PROCESS_FACTORIES[name][0]()
+    return ForwardProcess(degradation, schedule, shape).setup(statistics(shape))
+
+
+@st.composite
+def process_cases(draw, names=tuple(PROCESS_FACTORIES)):
+    name = draw(st.sampled_from(sorted(names)))
+    vectors_ok = PROCESS_FACTORIES[name][1]
+    shape = draw(st.one_of(image_shapes, vector_shapes) if vectors_ok else image_shapes)
+    return make_process(name, shape)
+
+
+def full_shape(process, batch):
+    return (batch, *process.data_shape)
+
+
+def snr(alpha, sigma):
+    return (alpha / sigma) ** 2  # +inf where σ = 0
+
+
+@PROPS
+@given(process=process_cases(), t=st.lists(times, min_size=1, max_size=4))
+def test_state_broadcasts_and_is_finite(process, t):
+    tt = torch.tensor(t)
+    state = process.state(tt)
+    full = full_shape(process, len(t))
+    for x in (state.alpha, state.sigma):
+        assert x.dtype == torch.float32 and x.ndim == len(full) and x.shape[0] == len(t)
+        assert torch.broadcast_shapes(x.shape, full) == full
+        assert torch.isfinite(x).all()
+        if process.isotropic:
+            assert x.shape == (len(t), *[1] * len(process.data_shape))
+    assert ((state.alpha >= 0) & (state.alpha <= 1 + 1e-6)).all() and (state.sigma >= 0).all()
+    assert state.noise_cond.shape == (len(t),) and torch.isfinite(state.noise_cond).all()
+
+
+@PROPS
+@given(process=process_cases(), pair=sorted_pair())
+def test_signal_and_snr_never_grow_with_t(process, pair):
+    """Per component: α(t) and SNR(t) = α²/σ² are non-increasing, σ(t) non-decreasing."""
+    state = process.state(torch.tensor(pair, dtype=torch.float32))
+    full = full_shape(process, 2)
+    alpha, sigma = state.alpha.expand(full), state.sigma.expand(full)
+    assert (alpha[0] >= alpha[1] - 1e-6).all()
+    assert (sigma[0] <= sigma[1] * (1 + 1e-6) + 1e-7).all()
+    r = snr(alpha, sigma)
+    assert (r[0] >= r[1] * (1 - 1e-4)).all()
+
+
+@PROPS
+@given(process=process_cases(), batch=batches, seed=seeds)
+def test_clean_data_at_t0(process, batch, seed):
+    x0 = images_in_range(full_shape(process, batch), seed)
+    t0 = torch.zeros(batch)
+    state = process.state(t0)
+    degraded = process.degrade(x0, t0)
+    close(degraded, x0)
+    if process.linear:  # t = 0 is clean data: α = 1 and σ = 0 (up to float rounding)
+        close(state.alpha.expand_as(x0), torch.ones_like(x0), atol=1e-6, rtol=0)
+        assert (state.sigma <= 1e-6).all()
+    z = randn(x0.shape, seed + 1)
+    x_t, _, _ = process.sample(x0, t0, z)
+    floor = state.sigma.amax().item()  # Cold operators keep their noise σ at t = 0
+    close(x_t, x0, atol=1e-5 + 6 * floor, rtol=1e-5)
+
+
+@PROPS
+@given(
+    process=process_cases(),
+    t=st.lists(times, min_size=1, max_size=4),
+    dtype=st.sampled_from([torch.float32, torch.float64]),
+    seed=seeds,
+)
+def test_sample_is_mean_plus_noise_in_the_basis(process, t, dtype, seed):
+    """x_t = Uᵀ(α ⊙ U x0 + σ ⊙ z) = degrade(x0, t) + Uᵀ(σ ⊙ z), in float32 whatever x0 is."""
+    tt = torch.tensor(t)
+    full = full_shape(process, len(t))
+    x0 = images_in_range(full, seed).to(dtype)
+    z = randn(full, seed + 1)
+    x_t, z_out, state = process.sample(x0, tt, z)
+    assert x_t.shape == full and x_t.dtype == torch.float32
+    assert torch.equal(z_out, z)
+    mean = process.degrade(x0, tt)
+    assert mean.shape == full and mean.dtype == torch.float32
+    if process.linear:
+        basis = process.basis
+        close(basis(x_t), state.alpha * basis(x0.float()) + state.sigma * z, atol=1e-4, rtol=1e-4)
+        close(x_t, mean + basis.inverse(state.sigma * z), atol=1e-4, rtol=1e-4)
+    else:
+        close(x_t, mean + state.sigma * z, atol=1e-5, rtol=1e-5)
+
+
+@PROPS
+@given(
+    process=process_cases(),
+    t=st.lists(times, min_size=2, max_size=4),
+    a=coefficients,
+    seed=seeds,
+)
+def test_degrade_is_affine_and_per_sample(process, t, a, seed):
+    """Every operator here is affine in x0 (snow: (1 − m) x0 + m; all others linear) and
+    treats each sample with its own t, however the batch mixes times (Cold levels are grouped)."""
+    tt = torch.tensor(t)
+    x, y = images_in_range((2, *full_shape(process, len(t))), seed)
+    d = process.degrade(x, tt)
+    close(process.degrade(a * x + (1 - a) * y, tt), a * d + (1 - a) * process.degrade(y, tt))
+    for i in range(len(t)):
+        close(d[i : i + 1], process.degrade(x[i : i + 1], tt[i : i + 1]))
+
+
+@PROPS
+@given(process=process_cases(), batch=batches, seed=seeds)
+def test_prior_draws_data_shaped_samples(process, batch, seed):
+    if not process.has_prior:
+        with pytest.raises(NotImplementedError, match="restoration"):
+            process.prior(batch, generator=gen(seed))
+        return
+    x1 = process.prior(batch, generator=gen(seed))
+    assert x1.shape == full_shape(process, batch) and x1.dtype == torch.float32
+    assert torch.isfinite(x1).all()
+    assert torch.equal(x1, process.prior(batch, generator=gen(seed)))  # seeded
+
+
+# -- Cold Diffusion operators ---------------------------------------------------------------
+@PROPS
+@given(process=process_cases(COLD), t=st.lists(times, min_size=1, max_size=4), seed=seeds)
+def test_cold_operators_are_deterministic_and_exact_at_t0(process, t, seed):
+    tt = torch.tensor(t)
+    x0 = images_in_range(full_shape(process, len(t)), seed)
+    d = process.degrade(x0, tt)
+    assert d.shape == x0.shape and d.dtype == torch.float32 and torch.isfinite(d).all()
+    assert torch.equal(d, process.degrade(x0, tt))
+    deg = process.degradation
+    at0 = deg.degrade(x0, torch.zeros(len(t)))
+    if isinstance(deg, ColdBlur) and deg.padding == "circular":
+        close(at0, x0, atol=1e-6, rtol=0)  # the FFT path: identity up to rounding
+    else:
+        assert torch.equal(at0, x0)
+
+
+@CHEAP
+@given(num_levels=st.integers(1, 1000), data=st.data())
+def test_cold_levels_hit_the_grid_and_grow(num_levels, data):
+    deg = ColdBlur(num_levels=num_levels, kernel_size=1)
+    i = data.draw(st.integers(0, num_levels))
+    assert deg.level(torch.tensor([i / num_levels], dtype=torch.float32)).item() == i
+    t1, t2 = data.draw(sorted_pair())
+    k1, k2 = deg.level(torch.tensor([t1, t2]))
+    assert 0 <= k1 <= k2 <= num_levels
+    ends = deg.level(torch.tensor([0.0, 1.0]))
+    assert ends.tolist() == [0, num_levels]
+
+
+@PROPS
+@given(
+    process=process_cases([n for n in COLD if not n.startswith("pixelate_bicubic")]),
+    t=st.lists(times, min_size=1, max_size=4),
+    seed=seeds,
+)
+def test_cold_operators_stay_in_range(process, t, seed):
+    """Blur (normalised positive kernels) and area + nearest pixelation average pixels, so each
+    channel stays inside its range; snow blends towards white, staying in [min x0, 1]."""
+    tt = torch.tensor(t)
+    x0 = images_in_range(full_shape(process, len(t)), seed)
+    d = process.degrade(x0, tt)
+    if isinstance(process.degradation, Snow):
+        assert (d >= x0.amin() - 1e-6).all() and (d <= 1 + 1e-6).all() and (d >= x0 - 1e-6).all()
+        return
+    lo, hi = x0.amin((2, 3), keepdim=True), x0.amax((2, 3), keepdim=True)
+    assert ((d >= lo - 1e-5) & (d <= hi + 1e-5)).all()
+
+
+@PROPS
+@given(
+    shape=image_shapes,
+    num_levels=st.integers(1, 12),
+    kernel_size=st.sampled_from([1, 3, 5]),
+    std=st.floats(0.1, 1.0),
+    t=st.lists(times, min_size=1, max_size=4),
+    seed=seeds,
+)
+def test_circular_cold_blur_fft_equals_convolution_and_keeps_channel_means(
+    shape, num_levels, kernel_size, std, t, seed
+):
+    tt = torch.tensor(t)
+    x0 = images_in_range((len(t), *shape), seed)
+    conv = ColdBlur(num_levels, kernel_size, std, to_mean_last_step=False)  # no setup: conv loop
+    fft = ColdBlur(num_levels, kernel_size, std, to_mean_last_step=False)
+    fft.setup(shape, None)
+    d = fft.degrade(x0, tt)
+    close(d, conv.degrade(x0, tt), atol=1e-5, rtol=1e-5)
+    close(d.mean((2, 3)), x0.mean((2, 3)), atol=1e-5, rtol=0)  # circular blur keeps the mean
+    last = ColdBlur(num_levels, kernel_size, std)  # to_mean_last_step: level T is the mean
+    last.setup(shape, None)
+    d1 = last.degrade(x0, torch.ones(len(t)))
+    close(d1, x0.mean((2, 3), keepdim=True).expand_as(x0), atol=1e-5, rtol=0)
+
+
+@PROPS
+@given(
+    shape=image_shapes,
+    num_levels=st.integers(1, 20),
+    density=st.floats(0.01, 1.0),
+    pair=sorted_pair(),
+    seed=st.integers(0, 1000),
+)
+def test_snow_only_accumulates(shape, num_levels, density, pair, seed):
+    snow = Snow(num_levels=num_levels, density=density, seed=seed)
+    m = snow.mask(torch.tensor(pair), shape[-2:])
+    assert m.shape == (2, 1, *shape[-2:]) and ((m >= 0) & (m <= 1)).all()
+    assert (m[0] <= m[1]).all()  # flakes only ever appear, opacity only grows
+    assert torch.equal(m, snow.mask(torch.tensor(pair), shape[-2:]))
