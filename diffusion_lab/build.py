@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from functools import partial
 
 import torch
+from hydra.errors import InstantiationException
 from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
@@ -41,6 +42,45 @@ def choice(cfg: DictConfig, group: str) -> str:
         return f"{group}={chosen}"
     target = OmegaConf.select(cfg, f"{group}._target_") or "?"
     return f"{group}={target.rsplit('.', 1)[-1]}"
+
+
+# Plain values every run has: (key, test, what would be valid). Group-specific values (softness,
+# schedule ranges, image size vs the U-Net's downsampling...) are checked by their own classes.
+VALUE_RULES = (
+    ("sampler.num_steps", lambda v: v >= 1, "an integer >= 1"),
+    ("dataset.batch_size", lambda v: v >= 1, "an integer >= 1"),
+    ("optim.optimizer.lr", lambda v: v > 0, "a positive learning rate, e.g. 1e-3"),
+    ("optim.lr_warmup_steps", lambda v: v >= 0, "an integer >= 0"),
+    ("trainer.max_steps", lambda v: v >= 1, "an integer >= 1 (training is step-based)"),
+    ("ema.half_life_images", lambda v: v > 0, "a positive number of images, e.g. 20000"),
+    ("ema.rampup_ratio", lambda v: v is None or v > 0, "a positive fraction, or null for off"),
+    ("val_num_t", lambda v: v >= 1, "an integer >= 1"),
+    ("num_samples", lambda v: v >= 1, "an integer >= 1"),
+)
+
+
+def _check_values(cfg: DictConfig) -> None:
+    for key, valid, what in VALUE_RULES:
+        value = OmegaConf.select(cfg, key, default="<absent>")
+        if value == "<absent>":
+            continue
+        try:
+            ok = valid(value)
+        except TypeError:
+            ok = False
+        if not ok:
+            raise ConfigError(f"{key}={value} is not valid: it must be {what}.")
+
+
+def _instantiate(cfg: DictConfig, group: str):
+    """instantiate(cfg[group]), with a constructor's ValueError as a ConfigError naming the choice."""
+    try:
+        return instantiate(cfg[group])
+    except InstantiationException as err:
+        cause = err.__cause__ if isinstance(err.__cause__, ValueError | TypeError) else None
+        if cause is None:
+            raise
+        raise ConfigError(f"{choice(cfg, group)}: {cause}") from None
 
 
 def _check_schedule(cfg, degradation, schedule) -> None:
@@ -111,12 +151,13 @@ def _per_component_sigma_data(cfg, precond, process, statistics):
 
 def build(cfg: DictConfig, statistics=None) -> Parts:
     """Instantiate and check all groups. `statistics` (from a checkpoint) avoids touching the data."""
-    datamodule = instantiate(cfg.dataset)
+    _check_values(cfg)
+    datamodule = _instantiate(cfg, "dataset")
     _check_conditioning(cfg, datamodule)
-    degradation, schedule = instantiate(cfg.degradation), instantiate(cfg.schedule)
+    degradation, schedule = _instantiate(cfg, "degradation"), _instantiate(cfg, "schedule")
     _check_schedule(cfg, degradation, schedule)
     process = ForwardProcess(degradation, schedule, datamodule.data_shape)
-    precond = instantiate(cfg.precond)
+    precond = _instantiate(cfg, "precond")
     if (process.needs_statistics or precond.per_component) and statistics is None:
         from diffusion_lab.data.statistics import load_or_compute
 
@@ -124,10 +165,11 @@ def build(cfg: DictConfig, statistics=None) -> Parts:
     process.setup(statistics)
     _check_backbone(cfg, process.data_shape)
     sigma_data = _per_component_sigma_data(cfg, precond, process, statistics)
-    denoiser = Denoiser(instantiate(cfg.backbone), precond, process.basis, sigma_data)
-    sampler = instantiate(cfg.sampler)
+    denoiser = Denoiser(_instantiate(cfg, "backbone"), precond, process.basis, sigma_data)
+    sampler = _instantiate(cfg, "sampler")
     _check_sampler(cfg, sampler, process)
-    return Parts(datamodule, process, denoiser, instantiate(cfg.objective), sampler, statistics)
+    objective = _instantiate(cfg, "objective")
+    return Parts(datamodule, process, denoiser, objective, sampler, statistics)
 
 
 def build_module(cfg: DictConfig, parts: Parts) -> DiffusionModule:
