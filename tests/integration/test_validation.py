@@ -1,9 +1,11 @@
 """Config validation at build time: every invalid value names the option and what would be valid."""
 
+import sys
+
 import pytest
 
 from diffusion_lab.build import ConfigError, build
-from tests.conftest import run_cli
+from tests.conftest import ROOT, run_cli
 
 CASES = [
     (["sampler.num_steps=0"], "sampler.num_steps=0 is not valid: it must be an integer >= 1"),
@@ -55,3 +57,16 @@ def test_cli_shows_the_message_without_a_traceback(tmp_path):
     assert proc.returncode == 2
     assert "error: degradation=gud: degradation.softness must be > 0" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_readme_capability_table_matches_the_code(tmp_path):
+    """The README's table of samplers × degradations is generated from the capability flags."""
+    sys.path.insert(0, str(ROOT / "scripts"))
+    try:
+        import capability_table
+    finally:
+        sys.path.pop(0)
+    readme = capability_table.readme_block((ROOT / "README.md").read_text())
+    assert readme == capability_table.table(str(tmp_path)), (
+        "README.md's capability table is stale: run `python scripts/capability_table.py --write`"
+    )
