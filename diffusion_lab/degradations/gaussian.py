@@ -9,6 +9,7 @@ Shapes: t (B,) → α, σ (B, 1, ..., 1) broadcasting against x (B, *data_shape)
 """
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from diffusion_lab.degradations.base import Degradation
@@ -43,7 +44,8 @@ class VariancePreserving(_Gaussian):
     """α² = sigmoid(λ), σ² = sigmoid(−λ)."""
 
     def _alpha_sigma(self, logsnr):
-        return torch.sigmoid(logsnr).sqrt(), torch.sigmoid(-logsnr).sqrt()
+        # in log space: sigmoid(−λ).sqrt() underflows to σ = 0 in float32 once λ > ~87
+        return torch.exp(0.5 * F.logsigmoid(logsnr)), torch.exp(0.5 * F.logsigmoid(-logsnr))
 
 
 class VarianceExploding(_Gaussian):

@@ -20,6 +20,7 @@ Shapes: α, σ (B, *data_shape).
 """
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from diffusion_lab.degradations.base import Degradation
@@ -114,7 +115,9 @@ class GUD(Degradation):
         t = t.float().view(-1, *[1] * len(data_shape))
         tau = ((t - self.start) / self.width).clamp(0, 1)
         logsnr = schedule.logsnr(tau)
-        return torch.sigmoid(logsnr).sqrt(), torch.sigmoid(-logsnr).sqrt() * self.noise_scale
+        # in log space: sigmoid(−λ).sqrt() underflows to σ = 0 in float32 once λ > ~87
+        alpha, sigma = torch.exp(0.5 * F.logsigmoid(logsnr)), torch.exp(0.5 * F.logsigmoid(-logsnr))
+        return alpha, sigma * self.noise_scale
 
     def noise_cond(self, schedule, t: Tensor) -> Tensor:
         return t.float()

@@ -86,3 +86,25 @@ def test_weightings():
     assert torch.allclose(weights.EDM(0.5)(st), (s**2 + 0.25) / (s * 0.5) ** 2)
     assert torch.allclose(weights.MinSNR(5.0)(st), torch.clamp(1 / s**2, max=5.0))
     assert math.isclose(weights.Uniform()(st).sum().item(), 2.0)
+
+
+def test_edm_weighting_stays_finite_where_sigma_underflows():
+    """schedule=edm near t = 0: σ² underflows in float32; the loss must be 0, not inf·0 = NaN."""
+    from diffusion_lab.bases.identity import Identity
+    from diffusion_lab.degradations.gaussian import VarianceExploding, VariancePreserving
+    from diffusion_lab.denoiser import Denoiser
+    from diffusion_lab.objectives import weighting
+    from diffusion_lab.objectives.denoising import Denoising
+    from diffusion_lab.objectives.time import Uniform
+    from diffusion_lab.precond import EDM as EDMPrecond
+    from diffusion_lab.process import ForwardProcess
+    from diffusion_lab.schedules.edm import EDM
+
+    t = torch.tensor([1e-4, 5e-4, 1e-3, 2e-3])
+    for degradation in (VarianceExploding(), VariancePreserving()):
+        process = ForwardProcess(degradation, EDM(), (1, 4, 4))
+        denoiser = Denoiser(lambda x, n, c: torch.zeros_like(x), EDMPrecond(), Identity())
+        loss = Denoising(Uniform(), weighting.EDM())(
+            denoiser, process, torch.randn(4, 1, 4, 4), t=t
+        )
+        assert torch.isfinite(loss).all()
