@@ -21,7 +21,7 @@ install: .venv/.installed  ## create .venv with the project (editable) and dev t
 train: .venv/.installed  ## the main job: train on digits, sample, write results.json (ARGS="..." for overrides)
 	$(PY) train.py $(ARGS)
 
-test: .venv/.installed  ## fast test suite (a few minutes on 2 CPU cores)
+test: .venv/.installed  ## fast test suite (about 9 minutes on 2 CPU cores)
 	$(PY) -m pytest -q $(ARGS)
 
 test-full: .venv/.installed  ## every test, including those marked slow
