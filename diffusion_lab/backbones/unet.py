@@ -6,9 +6,11 @@ Residual blocks with adaptive GroupNorm scale/shift from the noise embedding, re
 by 1/√2, multi-head self-attention at chosen resolutions, skip connections from every encoder
 stage to the decoder, and a zero-initialised output convolution so the network outputs exactly 0
 at initialisation. The backbone knows nothing about diffusion: it maps (x, noise_cond, cond) to an
-x-shaped tensor.
+x-shaped tensor. With `context_dim`, every attention resolution also cross-attends to a sequence
+of conditioning embeddings (backbones/cross_attention.py; e.g. a text encoder's output).
 
-Shapes: x (B, C, H, W), noise_cond (B,) float, cond (B,) long or None -> (B, C_out, H, W);
+Shapes: x (B, C, H, W), noise_cond (B,) float, cond (B,) long or None, context (B, L, context_dim)
+or None, context_mask (B, L) bool or None -> (B, C_out, H, W);
 H and W must be divisible by `downsampling_factor` = 2 ** (len(channel_mult) - 1).
 """
 
@@ -21,6 +23,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
+from diffusion_lab.backbones.cross_attention import CrossAttention
 from diffusion_lab.backbones.embedding import NoiseEmbedding
 
 CHANNELS_PER_HEAD = 64
@@ -59,9 +62,17 @@ class SelfAttention(nn.Module):
 
 class ResBlock(nn.Module):
     """GroupNorm→SiLU→conv→adaptive scale/shift→SiLU→dropout→conv, plus skip, over √2; then
-    optional self-attention."""
+    optional self-attention and cross-attention to a context."""
 
-    def __init__(self, in_ch: int, out_ch: int, emb_dim: int, dropout: float, attention: bool):
+    def __init__(
+        self,
+        in_ch: int,
+        out_ch: int,
+        emb_dim: int,
+        dropout: float,
+        attention: bool,
+        context_dim: int | None = None,
+    ):
         super().__init__()
         self.norm1 = group_norm(in_ch)
         self.conv1 = nn.Conv2d(in_ch, out_ch, 3, padding=1)
@@ -71,13 +82,21 @@ class ResBlock(nn.Module):
         self.conv2 = nn.Conv2d(out_ch, out_ch, 3, padding=1)
         self.skip = nn.Conv2d(in_ch, out_ch, 1) if in_ch != out_ch else nn.Identity()
         self.attn = SelfAttention(out_ch) if attention else nn.Identity()
+        self.cross = (
+            CrossAttention(out_ch, context_dim, self.attn.heads)
+            if attention and context_dim
+            else None
+        )
 
-    def forward(self, x: Tensor, emb: Tensor) -> Tensor:
+    def forward(self, x: Tensor, emb: Tensor, context=None, context_mask=None) -> Tensor:
         h = self.conv1(F.silu(self.norm1(x)))
         scale, shift = self.affine(emb)[:, :, None, None].chunk(2, dim=1)
         h = F.silu(torch.addcmul(shift, self.norm2(h), scale + 1))
         h = self.conv2(self.dropout(h))
-        return self.attn((h + self.skip(x)) / math.sqrt(2))
+        h = self.attn((h + self.skip(x)) / math.sqrt(2))
+        if self.cross is not None and context is not None:
+            h = self.cross(h, context, context_mask)
+        return h
 
 
 class Upsample(nn.Sequential):
@@ -106,8 +125,10 @@ class UNet(nn.Module):
         dropout: float = 0.1,
         num_classes: int | None = None,
         emb_dim: int | None = None,
+        context_dim: int | None = None,
     ):
         super().__init__()
+        self.context_dim = context_dim
         channel_mult, attn_resolutions = list(channel_mult), list(attn_resolutions)
         self.downsampling_factor = 2 ** (len(channel_mult) - 1)
         if not channel_mult or image_size % self.downsampling_factor:
@@ -129,7 +150,7 @@ class UNet(nn.Module):
         self.embedding = NoiseEmbedding(emb_dim, model_channels, num_classes)
 
         def block(i: int, o: int, res: int) -> ResBlock:
-            return ResBlock(i, o, emb_dim, dropout, attention=res in attn_resolutions)
+            return ResBlock(i, o, emb_dim, dropout, res in attn_resolutions, context_dim)
 
         ch = model_channels
         self.conv_in = nn.Conv2d(in_channels, ch, 3, padding=1)
@@ -145,7 +166,7 @@ class UNet(nn.Module):
                 skip_channels.append(ch)
 
         self.mid = nn.ModuleList(
-            [ResBlock(ch, ch, emb_dim, dropout, attention=a) for a in (True, False)]
+            [ResBlock(ch, ch, emb_dim, dropout, a, context_dim) for a in (True, False)]
         )
 
         self.up = nn.ModuleList()
@@ -162,7 +183,15 @@ class UNet(nn.Module):
         nn.init.zeros_(self.conv_out.weight)
         nn.init.zeros_(self.conv_out.bias)
 
-    def forward(self, x: Tensor, noise_cond: Tensor, cond: Tensor | None = None) -> Tensor:
+    def forward(
+        self,
+        x: Tensor,
+        noise_cond: Tensor,
+        cond: Tensor | None = None,
+        context: Tensor | None = None,
+        context_mask: Tensor | None = None,
+    ) -> Tensor:
+        """`context` None skips the cross-attention layers (the unconditional network)."""
         if x.shape[-1] % self.downsampling_factor or x.shape[-2] % self.downsampling_factor:
             raise ValueError(
                 f"UNet input of spatial size {tuple(x.shape[-2:])} is not divisible by its "
@@ -171,14 +200,15 @@ class UNet(nn.Module):
         emb = self.embedding(noise_cond, cond)
         h = self.conv_in(x)
         skips = [h]
+        ctx = (context, context_mask)
         for layer in self.down:
-            h = layer(h, emb) if isinstance(layer, ResBlock) else layer(h)
+            h = layer(h, emb, *ctx) if isinstance(layer, ResBlock) else layer(h)
             skips.append(h)
         for layer in self.mid:
-            h = layer(h, emb)
+            h = layer(h, emb, *ctx)
         for layer in self.up:
             h = (
-                layer(torch.cat([h, skips.pop()], dim=1), emb)
+                layer(torch.cat([h, skips.pop()], dim=1), emb, *ctx)
                 if isinstance(layer, ResBlock)
                 else layer(h)
             )
