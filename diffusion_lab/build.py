@@ -56,6 +56,7 @@ VALUE_RULES = (
     ("ema.rampup_ratio", lambda v: v is None or v > 0, "a positive fraction, or null for off"),
     ("val_num_t", lambda v: v >= 1, "an integer >= 1"),
     ("num_samples", lambda v: v >= 1, "an integer >= 1"),
+    ("label_dropout", lambda v: v is None or 0 <= v < 1, "a probability in [0, 1), or null"),
 )
 
 
@@ -125,16 +126,41 @@ def _check_sampler(cfg, sampler, process) -> None:
         )
 
 
+DEFAULT_LABEL_DROPOUT = 0.1  # Ho & Salimans 2022 train with p_uncond 0.1 or 0.2
+
+
+def label_dropout(cfg: DictConfig) -> float:
+    """The label-dropout probability a run trains with: `label_dropout`, where null (the default)
+    means 0.1 for conditional=true (so the model can be sampled with guidance) and 0 otherwise."""
+    value = cfg.get("label_dropout", None)
+    if value is None:
+        return DEFAULT_LABEL_DROPOUT if cfg.get("conditional", False) else 0.0
+    return float(value)
+
+
 def _check_conditioning(cfg, datamodule) -> None:
     if cfg.get("conditional", False):
         if not getattr(datamodule, "num_classes", None):
             raise ConfigError(
                 f"conditional=true needs labelled data; {choice(cfg, 'dataset')} has no classes."
             )
-        if not OmegaConf.select(cfg, "backbone.num_classes"):
+        backbone_classes = OmegaConf.select(cfg, "backbone.num_classes")
+        if not backbone_classes:
             raise ConfigError(
                 f"conditional=true needs backbone.num_classes (set it to {datamodule.num_classes})."
             )
+        if backbone_classes < datamodule.num_classes:
+            raise ConfigError(
+                f"backbone.num_classes={backbone_classes} is fewer than the "
+                f"{datamodule.num_classes} classes of {choice(cfg, 'dataset')} (label "
+                f"{backbone_classes} would be the null label): set backbone.num_classes="
+                f"{datamodule.num_classes}."
+            )
+    elif label_dropout(cfg) > 0:
+        raise ConfigError(
+            f"label_dropout={cfg.label_dropout} drops class labels, but conditional=false trains "
+            "without labels: set conditional=true (and backbone.num_classes), or label_dropout=0."
+        )
 
 
 def _per_component_sigma_data(cfg, precond, process, statistics):
@@ -185,6 +211,8 @@ def build_module(cfg: DictConfig, parts: Parts) -> DiffusionModule:
         val_num_t=cfg.val_num_t,
         seed=cfg.seed,
         class_conditional=bool(cfg.get("conditional", False)),
+        num_classes=OmegaConf.select(cfg, "backbone.num_classes"),
+        label_dropout=label_dropout(cfg),
         config=OmegaConf.to_container(cfg, resolve=True),
         statistics=parts.statistics.to_dict() if parts.statistics is not None else None,
     )

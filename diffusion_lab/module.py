@@ -17,6 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from diffusion_lab.ema import ema_beta, ema_update
+from diffusion_lab.guidance import Guided, drop_labels
 
 # The EMA copy is in eval mode on purpose; Lightning would warn about it at every fit.
 warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode.*")
@@ -24,12 +25,14 @@ warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode.*")
 warnings.filterwarnings("ignore", message=r".*ended before the epoch ended.*")
 
 
-def step_seed(seed: int, rank: int, step: int, micro_batch: int = 0) -> int:
+def step_seed(seed: int, rank: int, step: int, micro_batch: int = 0, stream: int = 0) -> int:
     """The seed of one training step's t, noise and dropout: a function of (seed, rank, optimizer
     step, micro-batch within a gradient accumulation) alone, so every rank draws its own noise
     (DESIGN §4) and a resumed run draws exactly what the uninterrupted run would have (no RNG
-    state to save or lose)."""
-    return int(np.random.SeedSequence([seed, rank, step, micro_batch]).generate_state(1)[0])
+    state to save or lose). `stream` > 0 gives independent seeds for the same step (stream 1:
+    the label-dropout mask), leaving stream 0, the global RNG's, as it always was."""
+    entropy = [seed, rank, step, micro_batch] + ([stream] if stream else [])
+    return int(np.random.SeedSequence(entropy).generate_state(1)[0])
 
 
 class CountCalls(nn.Module):
@@ -58,6 +61,8 @@ class DiffusionModule(pl.LightningModule):
         val_num_t: int = 8,
         seed: int = 0,
         class_conditional: bool = False,
+        num_classes: int | None = None,
+        label_dropout: float = 0.0,
         config: dict | None = None,
         statistics: dict | None = None,
     ):
@@ -68,6 +73,8 @@ class DiffusionModule(pl.LightningModule):
         self.lr_warmup_steps, self.val_num_t, self.seed = lr_warmup_steps, val_num_t, seed
         self.ema_half_life_images, self.ema_rampup_ratio = ema_half_life_images, ema_rampup_ratio
         self.class_conditional = class_conditional
+        # the null label (backbone.num_classes) replaces each training label w.p. label_dropout
+        self.num_classes, self.label_dropout = num_classes, float(label_dropout)
         self.config = config or {}
         self.statistics = (
             statistics  # dataset statistics the process was built from (plain tensors)
@@ -91,8 +98,14 @@ class DiffusionModule(pl.LightningModule):
         micro = batch_idx % self.trainer.accumulate_grad_batches  # position in an accumulation
         torch.manual_seed(step_seed(self.seed, self.global_rank, self.global_step, micro))
         x0, y = batch
+        cond = self._cond(y)
+        if cond is not None and self.label_dropout > 0:  # classifier-free guidance training
+            # own stream of the step's seed: resumes exactly, leaves the t/noise draws unchanged
+            seed = step_seed(self.seed, self.global_rank, self.global_step, micro, stream=1)
+            gen = torch.Generator().manual_seed(seed)
+            cond = drop_labels(cond, self.label_dropout, self.num_classes, gen)
         # NaN/Inf losses are skipped by callbacks.nonfinite_guard (NonFiniteGuard)
-        loss = self.objective(self.denoiser, self.process, x0, self._cond(y)).mean()
+        loss = self.objective(self.denoiser, self.process, x0, cond).mean()
         self.log(
             "train/loss", loss, prog_bar=True, on_step=True, on_epoch=False, batch_size=x0.shape[0]
         )
@@ -154,18 +167,36 @@ class DiffusionModule(pl.LightningModule):
         cond: Tensor | None = None,
         progress=False,
         x_T=None,
+        guidance: float = 1.0,
+        guidance_rescale: float = 0.0,
     ):
         """Draw samples with the EMA denoiser from a seeded prior (or from x_T). Returns (x, nfe).
 
+        `cond` (num_samples,) class labels of a conditional model; with `guidance` w != 1 the
+        denoiser is wrapped in classifier-free guidance (diffusion_lab/guidance.py), D_u +
+        w (D_c − D_u), rescaled by `guidance_rescale` φ. nfe counts network calls: a guided call
+        evaluates the network once on a doubled batch and counts once.
         Restoration-only processes (no prior) restore degraded validation images instead."""
         sampler = sampler or self.sampler
+        if cond is not None and not self.class_conditional:
+            raise ValueError(
+                "class labels were given, but this model was trained unconditionally "
+                "(conditional=false): leave class_label unset"
+            )
         gen = torch.Generator(device="cpu").manual_seed(seed)
         if x_T is None and self.process.has_prior:
             x_T = self.process.prior(num_samples, device="cpu", generator=gen)
         elif x_T is None:
             x_T = self._degraded_validation_images(num_samples, gen)
         x = x_T.to(self.device)
-        counted = CountCalls(self.ema)
+        denoiser = self.ema
+        if cond is not None:
+            cond = torch.as_tensor(cond, dtype=torch.long, device=self.device)
+            if cond.shape != x.shape[:1]:
+                raise ValueError(f"cond must have shape ({len(x)},), got {tuple(cond.shape)}")
+            if guidance != 1:  # w = 1 is the conditional model itself (rescale: a no-op)
+                denoiser = Guided(denoiser, guidance, guidance_rescale, null_label=self.num_classes)
+        counted = CountCalls(denoiser)
         out = sampler(counted, self.process, x, cond=cond, generator=gen, progress=progress)
         return out, counted.nfe
 

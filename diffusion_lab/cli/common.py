@@ -63,10 +63,15 @@ def fail(err: Exception) -> None:
     sys.exit(2)
 
 
-def sample_and_save(module, num_samples: int, seed: int, out: Path, sampler=None, x_T=None) -> dict:
-    """Generate with the EMA weights (progress bar), save PNG grid + tensor; return timing facts."""
+def sample_and_save(
+    module, num_samples: int, seed: int, out: Path, sampler=None, x_T=None, **generate_kwargs
+) -> dict:
+    """Generate with the EMA weights (progress bar), save PNG grid + tensor; return timing facts.
+    `generate_kwargs` (cond, guidance, guidance_rescale) go to `module.generate`."""
     start = time.perf_counter()
-    x, nfe = module.generate(num_samples, seed=seed, sampler=sampler, progress=True, x_T=x_T)
+    x, nfe = module.generate(
+        num_samples, seed=seed, sampler=sampler, progress=True, x_T=x_T, **generate_kwargs
+    )
     seconds = time.perf_counter() - start
     grid = save_samples(x, out / "samples.png")
     torch.save(x.cpu(), out / "samples.pt")

@@ -2,6 +2,8 @@
 
 Rebuilds process, denoiser and sampler from the config stored in the checkpoint, samples with the
 EMA weights and writes samples.png (grid) and samples.pt (tensor) into the run directory.
+Class-conditional checkpoints take `class_label=3|[1,7]|all` with classifier-free guidance
+`guidance=w` (and `guidance_rescale=φ`), see diffusion_lab/guidance.py.
 With `init_image=PATH start_t=T` it restores the user's own degraded image instead: the image is
 taken as x_T at level T and the reverse process runs from there (Cold Diffusion's use case).
 """
@@ -11,12 +13,13 @@ from pathlib import Path
 
 import hydra
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from diffusion_lab.build import ConfigError
 from diffusion_lab.checkpoint import CheckpointError, module_from_checkpoint
 from diffusion_lab.cli import CONFIG_DIR
 from diffusion_lab.cli.common import fail, sample_and_save
+from diffusion_lab.guidance import spread_labels
 from diffusion_lab.results import versions, write_json
 from diffusion_lab.samplers.grids import starting_at
 
@@ -40,6 +43,32 @@ def load_image(path: str, data_shape: tuple[int, ...]) -> torch.Tensor:
     return x.clamp(-1, 1).unsqueeze(0)
 
 
+def _plain(value):
+    return OmegaConf.to_container(value) if isinstance(value, ListConfig) else value
+
+
+def requested_labels(cfg: DictConfig, module, datamodule, ckpt_path) -> torch.Tensor | None:
+    """`class_label` as (num_samples,) labels, checked against the checkpoint and its dataset."""
+    spec = cfg.get("class_label")
+    if spec is None:
+        return None
+    spec = _plain(spec)
+    if not module.class_conditional:
+        raise ConfigError(
+            f"class_label={spec} needs a class-conditional checkpoint; {ckpt_path} was trained "
+            "with conditional=false. Leave class_label unset, or train with conditional=true "
+            "backbone.num_classes=<number of classes>."
+        )
+    for key, valid, what in (
+        ("guidance", lambda v: v >= 0, "a number >= 0 (0 unconditional, 1 conditional)"),
+        ("guidance_rescale", lambda v: 0 <= v <= 1, "a number in [0, 1]"),
+    ):
+        value = cfg.get(key)
+        if isinstance(value, bool) or not isinstance(value, int | float) or not valid(value):
+            raise ConfigError(f"{key}={value} is not valid: it must be {what}.")
+    return spread_labels(spec, cfg.num_samples, datamodule.num_classes or module.num_classes)
+
+
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="sample")
 def main(cfg: DictConfig) -> None:
     try:
@@ -60,6 +89,7 @@ def main(cfg: DictConfig) -> None:
                 sampler,
                 grid=partial(starting_at, grid=sampler.keywords["grid"], t_start=cfg.start_t),
             )
+        cond = requested_labels(cfg, module, parts.datamodule, cfg.ckpt_path)
     except (CheckpointError, ConfigError, ValueError) as err:
         fail(err)
     device = (
@@ -68,7 +98,17 @@ def main(cfg: DictConfig) -> None:
     module.to(device)
     out = Path(cfg.paths.output_dir)
     try:
-        facts = sample_and_save(module, cfg.num_samples, cfg.seed, out, sampler=sampler, x_T=x_T)
+        facts = sample_and_save(
+            module,
+            cfg.num_samples,
+            cfg.seed,
+            out,
+            sampler=sampler,
+            x_T=x_T,
+            cond=cond,
+            guidance=cfg.guidance,
+            guidance_rescale=cfg.guidance_rescale,
+        )
     except NotImplementedError as err:
         fail(err)
     facts.update(
@@ -77,6 +117,12 @@ def main(cfg: DictConfig) -> None:
         num_steps=sampler.keywords.get("num_steps"),
         init_image=cfg.init_image,
         start_t=cfg.start_t if cfg.init_image is not None else None,
+        class_label=_plain(cfg.class_label),
+        labels=None if cond is None else cond.tolist(),
+        guidance=None if cond is None else cfg.guidance,
+        guidance_rescale=None if cond is None else cfg.guidance_rescale,
+        nfe_counts="network calls (with guidance != 1, each evaluates the conditional and the "
+        "unconditional prediction as one doubled batch)",
         versions=versions(),
     )
     write_json(out / "results.json", facts)
