@@ -35,6 +35,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
+from diffusion_lab.backbones.cross_attention import TokenCrossAttention
 from diffusion_lab.backbones.embedding import NoiseEmbedding
 
 FREQUENCY_FEATURES = 256  # Fourier features of the noise level (the paper's frequency size)
@@ -78,10 +79,20 @@ class Attention(nn.Module):
 class DiTBlock(nn.Module):
     """x + α₁·Attn(modulate(LN x)) then x + α₂·MLP(modulate(LN x)); (β, γ, α) ×2 from c."""
 
-    def __init__(self, hidden: int, heads: int, mlp_ratio: float, emb_dim: int, dropout: float):
+    def __init__(
+        self,
+        hidden: int,
+        heads: int,
+        mlp_ratio: float,
+        emb_dim: int,
+        dropout: float,
+        context_dim: int | None = None,
+    ):
         super().__init__()
         self.norm1 = nn.LayerNorm(hidden, elementwise_affine=False, eps=1e-6)
         self.attn = Attention(hidden, heads, dropout)
+        # optional cross-attention to a context sequence, between self-attention and MLP
+        self.cross = TokenCrossAttention(hidden, context_dim, heads) if context_dim else None
         self.norm2 = nn.LayerNorm(hidden, elementwise_affine=False, eps=1e-6)
         width = int(hidden * mlp_ratio)
         self.mlp = nn.Sequential(
@@ -92,9 +103,11 @@ class DiTBlock(nn.Module):
         )
         self.modulation = nn.Linear(emb_dim, 6 * hidden)  # adaLN-Zero: zeroed by DiT.__init__
 
-    def forward(self, x: Tensor, emb: Tensor) -> Tensor:
+    def forward(self, x: Tensor, emb: Tensor, context=None, context_mask=None) -> Tensor:
         shift1, scale1, gate1, shift2, scale2, gate2 = self.modulation(emb).chunk(6, dim=1)
         x = x + gate1.unsqueeze(1) * self.attn(modulate(self.norm1(x), shift1, scale1))
+        if self.cross is not None and context is not None:
+            x = x + self.cross(x, context, context_mask)
         return x + gate2.unsqueeze(1) * self.mlp(modulate(self.norm2(x), shift2, scale2))
 
 
@@ -134,8 +147,10 @@ class DiT(nn.Module):
         dropout: float = 0.0,
         num_classes: int | None = None,
         emb_dim: int | None = None,
+        context_dim: int | None = None,
     ):
         super().__init__()
+        self.context_dim = context_dim
         for key, value in (("patch_size", patch_size), ("depth", depth), ("num_heads", num_heads)):
             if value < 1:
                 raise ValueError(f"backbone.{key}={value} must be an integer >= 1")
@@ -168,7 +183,8 @@ class DiT(nn.Module):
             "pos_embed", sincos_pos_embed(hidden_size, self.grid, self.grid), persistent=False
         )
         self.blocks = nn.ModuleList(
-            DiTBlock(hidden_size, num_heads, mlp_ratio, emb_dim, dropout) for _ in range(depth)
+            DiTBlock(hidden_size, num_heads, mlp_ratio, emb_dim, dropout, context_dim)
+            for _ in range(depth)
         )
         self.final = FinalLayer(hidden_size, emb_dim, patch_size**2 * self.out_channels)
         self._init_weights()
@@ -195,8 +211,19 @@ class DiT(nn.Module):
         ]:
             nn.init.zeros_(layer.weight)
             nn.init.zeros_(layer.bias)
+        for block in self.blocks:
+            if block.cross is not None:
+                block.cross.zero_init()
 
-    def forward(self, x: Tensor, noise_cond: Tensor, cond: Tensor | None = None) -> Tensor:
+    def forward(
+        self,
+        x: Tensor,
+        noise_cond: Tensor,
+        cond: Tensor | None = None,
+        context: Tensor | None = None,
+        context_mask: Tensor | None = None,
+    ) -> Tensor:
+        """`context` (B, L, context_dim) feeds the cross-attention layers; None skips them."""
         height, width = x.shape[-2:]
         p = self.patch_size
         if height % p or width % p:
@@ -211,6 +238,6 @@ class DiT(nn.Module):
         emb = self.embedding(noise_cond, cond)
         h = rearrange(self.patchify(x), "b d h w -> b (h w) d") + pos
         for block in self.blocks:
-            h = block(h, emb)
+            h = block(h, emb, context, context_mask)
         h = self.final(h, emb)
         return rearrange(h, "b (h w) (p q c) -> b c (h p) (w q)", h=grid_h, w=grid_w, p=p, q=p)

@@ -80,13 +80,14 @@ def test_clip_encoder_without_weights_says_what_to_do(tmp_path):
         CLIPTextEncoder(num_classes=10, weights_path=str(tmp_path / "missing"))
 
 
-def test_backbone_unet_xattn_trains_through_the_config(make_cfg):
+@pytest.mark.parametrize("backbone", ["unet_xattn", "dit_xattn"])
+def test_cross_attention_backbones_train_through_the_config(make_cfg, backbone):
     from diffusion_lab.cli.train import train
 
     cfg = make_cfg(
         "debug=fast",
         "evaluation.metrics=[]",
-        "backbone=unet_xattn",
+        f"backbone={backbone}",
         "conditional=true",
         "trainer.max_steps=2",
         "trainer.val_check_interval=2",
@@ -94,3 +95,21 @@ def test_backbone_unet_xattn_trains_through_the_config(make_cfg):
     )
     results = train(cfg)
     assert results["global_step"] == 2 and results["metrics"]["val/loss_ema"] > 0
+
+
+def test_dit_cross_attention_is_zero_at_init_and_uses_the_context():
+    from diffusion_lab.backbones.dit import DiT
+
+    torch.manual_seed(0)
+    net = DiT(1, None, 8, 2, 32, 2, 4, context_dim=12)
+    block = net.blocks[0]
+    x, ctx = torch.randn(2, 16, 32), torch.randn(2, 3, 12)
+    assert torch.equal(block.cross(x, ctx), torch.zeros_like(x))  # zero-initialised
+    for p in net.parameters():
+        torch.nn.init.normal_(p, std=0.1)
+    img, nc = torch.randn(2, 1, 8, 8), torch.rand(2)
+    a = net(img, nc, context=ctx)
+    assert a.shape == img.shape and not torch.allclose(
+        a, net(img, nc, context=torch.randn(2, 3, 12))
+    )
+    assert not torch.allclose(a, net(img, nc))  # None skips the cross-attention
