@@ -7,6 +7,7 @@ and raises a `ConfigError` naming both config groups when two choices cannot wor
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
 from functools import partial
 
@@ -19,10 +20,9 @@ from torch import nn
 from diffusion_lab.denoiser import Denoiser
 from diffusion_lab.module import DiffusionModule
 from diffusion_lab.process import ForwardProcess
+from diffusion_lab.values import TRAIN_KEYS, ConfigError, check_values
 
-
-class ConfigError(ValueError):
-    """Two config groups (or a group and a value) that cannot work together."""
+__all__ = ["ConfigError", "Parts", "build", "build_module", "check_sampler", "choice"]
 
 
 @dataclass
@@ -42,35 +42,6 @@ def choice(cfg: DictConfig, group: str) -> str:
         return f"{group}={chosen}"
     target = OmegaConf.select(cfg, f"{group}._target_") or "?"
     return f"{group}={target.rsplit('.', 1)[-1]}"
-
-
-# Plain values every run has: (key, test, what would be valid). Group-specific values (softness,
-# schedule ranges, image size vs the U-Net's downsampling...) are checked by their own classes.
-VALUE_RULES = (
-    ("sampler.num_steps", lambda v: v >= 1, "an integer >= 1"),
-    ("dataset.batch_size", lambda v: v >= 1, "an integer >= 1"),
-    ("optim.optimizer.lr", lambda v: v > 0, "a positive learning rate, e.g. 1e-3"),
-    ("optim.lr_warmup_steps", lambda v: v >= 0, "an integer >= 0"),
-    ("trainer.max_steps", lambda v: v >= 1, "an integer >= 1 (training is step-based)"),
-    ("ema.half_life_images", lambda v: v > 0, "a positive number of images, e.g. 20000"),
-    ("ema.rampup_ratio", lambda v: v is None or v > 0, "a positive fraction, or null for off"),
-    ("val_num_t", lambda v: v >= 1, "an integer >= 1"),
-    ("num_samples", lambda v: v >= 1, "an integer >= 1"),
-    ("label_dropout", lambda v: v is None or 0 <= v < 1, "a probability in [0, 1), or null"),
-)
-
-
-def _check_values(cfg: DictConfig) -> None:
-    for key, valid, what in VALUE_RULES:
-        value = OmegaConf.select(cfg, key, default="<absent>")
-        if value == "<absent>":
-            continue
-        try:
-            ok = valid(value)
-        except TypeError:
-            ok = False
-        if not ok:
-            raise ConfigError(f"{key}={value} is not valid: it must be {what}.")
 
 
 def _instantiate(cfg: DictConfig, group: str):
@@ -103,15 +74,31 @@ def _check_backbone(cfg, data_shape) -> None:
         )
 
 
-def _check_sampler(cfg, sampler, process) -> None:
+def _check_keywords(cfg, group: str, fn, keywords: dict) -> None:
+    """Every configured knob is a parameter of the function (a stray `+sampler.x=` fails here,
+    not at the first sample grid)."""
+    try:
+        inspect.signature(fn).bind_partial(**keywords)
+    except TypeError as err:
+        params = [
+            n for n in inspect.signature(fn).parameters if n not in ("denoiser", "process", "x")
+        ]
+        raise ConfigError(f"{choice(cfg, group)}: {err}; it takes {', '.join(params)}.") from None
+
+
+def check_sampler(cfg, sampler, process) -> None:
+    """The sampler's knobs exist, and the process has what the sampler and its grid need."""
     fn = sampler.func if isinstance(sampler, partial) else sampler
+    _check_keywords(cfg, "sampler", fn, sampler.keywords)
+    grid = sampler.keywords.get("grid")
+    if isinstance(grid, partial):
+        _check_keywords(cfg, "sampler/grid", grid.func, grid.keywords)
     for flag in getattr(fn, "requires", ()):
         if not getattr(process, flag):
             raise ConfigError(
                 f"{choice(cfg, 'sampler')} needs a degradation with {flag.replace('_', ' ')}; "
                 f"{choice(cfg, 'degradation')} does not have it."
             )
-    grid = sampler.keywords.get("grid")
     if getattr(getattr(grid, "func", grid), "needs_logsnr", False) and not hasattr(
         process.schedule, "logsnr"
     ):
@@ -177,7 +164,7 @@ def _per_component_sigma_data(cfg, precond, process, statistics):
 
 def build(cfg: DictConfig, statistics=None) -> Parts:
     """Instantiate and check all groups. `statistics` (from a checkpoint) avoids touching the data."""
-    _check_values(cfg)
+    check_values(cfg, TRAIN_KEYS)
     datamodule = _instantiate(cfg, "dataset")
     _check_conditioning(cfg, datamodule)
     degradation, schedule = _instantiate(cfg, "degradation"), _instantiate(cfg, "schedule")
@@ -193,7 +180,7 @@ def build(cfg: DictConfig, statistics=None) -> Parts:
     sigma_data = _per_component_sigma_data(cfg, precond, process, statistics)
     denoiser = Denoiser(_instantiate(cfg, "backbone"), precond, process.basis, sigma_data)
     sampler = _instantiate(cfg, "sampler")
-    _check_sampler(cfg, sampler, process)
+    check_sampler(cfg, sampler, process)
     objective = _instantiate(cfg, "objective")
     return Parts(datamodule, process, denoiser, objective, sampler, statistics)
 

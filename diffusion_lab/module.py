@@ -16,6 +16,7 @@ import pytorch_lightning as pl
 import torch
 from torch import Tensor, nn
 
+from diffusion_lab.checkpoint import nonfinite_tensors
 from diffusion_lab.ema import ema_beta, ema_update
 from diffusion_lab.guidance import Guided, drop_labels
 
@@ -33,6 +34,18 @@ def step_seed(seed: int, rank: int, step: int, micro_batch: int = 0, stream: int
     the label-dropout mask), leaving stream 0, the global RNG's, as it always was."""
     entropy = [seed, rank, step, micro_batch] + ([stream] if stream else [])
     return int(np.random.SeedSequence(entropy).generate_state(1)[0])
+
+
+def require_finite_samples(x: Tensor) -> Tensor:
+    """`x` (N, ...) if every sample is finite; else a FloatingPointError saying how many are not
+    (sample.py and the quality metrics refuse to save or score NaN images)."""
+    bad = int((~torch.isfinite(x)).flatten(1).any(1).sum())
+    if bad:
+        raise FloatingPointError(
+            f"{bad} of {len(x)} samples hold NaN/Inf: the sampler diverged (try another sampler "
+            "or more steps) or the weights are broken; nothing was saved or scored"
+        )
+    return x
 
 
 class CountCalls(nn.Module):
@@ -218,5 +231,12 @@ class DiffusionModule(pl.LightningModule):
         return self.process.sample(x0, torch.ones(num_samples), noise)[0]
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
+        bad = nonfinite_tensors(checkpoint["state_dict"])
+        if bad:  # never leave a NaN model where last.ckpt or a resume would pick it up
+            raise FloatingPointError(
+                f"refusing to write a checkpoint at step {self.global_step}: {len(bad)} tensors "
+                f"hold NaN/Inf (e.g. {bad[0]}). The run diverged; resume from an earlier checkpoint "
+                "with a lower optim.optimizer.lr."
+            )
         checkpoint["diffusion_lab_config"] = self.config
         checkpoint["diffusion_lab_statistics"] = self.statistics

@@ -45,8 +45,9 @@ class fp32:
 
 
 def expand_t(t: float | Tensor, batch: int, device: torch.device) -> Tensor:
-    """A scalar or (B,) time as a float32 (B,) tensor."""
-    t = torch.as_tensor(t, dtype=torch.float32, device=device)
+    """A scalar or (B,) time as a float32 (B,) tensor (float64 if t is a float64 tensor)."""
+    dtype = torch.float64 if isinstance(t, Tensor) and t.dtype == torch.float64 else torch.float32
+    t = torch.as_tensor(t, dtype=dtype, device=device)
     return t.expand(batch).clone() if t.ndim == 0 else t
 
 

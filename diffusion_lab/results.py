@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
-import os
 import platform
-import tempfile
 from importlib import metadata
-from pathlib import Path
+
+from diffusion_lab.io import write_json
+
+__all__ = ["versions", "write_json"]
 
 PACKAGES = (
     "torch",
@@ -28,14 +28,3 @@ def versions() -> dict:
         except metadata.PackageNotFoundError:
             out[name] = None
     return out
-
-
-def write_json(path: str | Path, obj: dict) -> Path:
-    """Write JSON atomically: a temporary file in the same folder, then rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w") as f:
-        json.dump(obj, f, indent=2, default=float)
-    os.replace(tmp, path)
-    return path

@@ -6,7 +6,7 @@
 
 For every guidance scale w the EMA model draws `num` samples from the same seeded prior, with the
 requested classes spread evenly over 0..C-1 (equal consecutive blocks), and the project's domain
-classifier (metrics/classifier.py, trained once and cached in the run's paths.cache_dir; ~98%
+classifier (metrics/classifier.py, trained once and cached in this machine's paths.cache_dir; ~98%
 test accuracy on digits) labels them. The class-match rate is the fraction whose predicted class
 equals the requested one (chance = 1/C). Writes into DIR (default: <run>/guidance_sweep/):
   guidance_sweep.json  rates per w with their binomial standard errors, per-class rates,
@@ -32,9 +32,14 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from hydra import compose, initialize_config_dir  # noqa: E402
+from omegaconf import OmegaConf  # noqa: E402
+
 from diffusion_lab.checkpoint import CheckpointError, module_from_checkpoint  # noqa: E402
+from diffusion_lab.cli import CONFIG_DIR  # noqa: E402
 from diffusion_lab.guidance import spread_labels  # noqa: E402
 from diffusion_lab.metrics.classifier import train_or_load_classifier  # noqa: E402
+from diffusion_lab.values import ConfigError, check_value  # noqa: E402
 
 HYDRA_KEYS = {"ckpt_path": "--ckpt", "scales": "--scales", "num": "--num", "rescale": "--rescale"}
 
@@ -144,7 +149,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, default=200)
     parser.add_argument("--out", default=None, help="output folder (default <run>/guidance_sweep)")
     parser.add_argument(
-        "--cache-dir", default=None, help="classifier cache (run's paths.cache_dir)"
+        "--cache-dir", default=None, help="classifier cache (default: paths.cache_dir)"
     )
     parser.add_argument("--device", default="auto")
     args = []
@@ -154,11 +159,28 @@ def parse(argv: list[str]) -> argparse.Namespace:
     return parser.parse_args(args)
 
 
+def local_paths(out: Path):
+    """This machine's `paths` group (configs/paths/default.yaml), output_dir = `out`: caches and
+    data go where the user running this keeps them, never where a checkpoint's config says."""
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        paths = compose(config_name="sample").paths
+    return OmegaConf.create(
+        {k: str(out) if k == "output_dir" else str(paths[k]) for k in paths.keys()}
+    )
+
+
 def main(argv=None) -> int:
     args = parse(sys.argv[1:] if argv is None else argv)
     try:
         scales = [float(s) for s in args.scales.split(",") if s.strip()]
-        module, parts, cfg = module_from_checkpoint(args.ckpt)
+        if args.num_steps is not None:
+            check_value("--num-steps", args.num_steps, "steps")
+        check_value("--seed", args.seed, "seed")
+        out = (
+            Path(args.out) if args.out else Path(args.ckpt).resolve().parents[1] / "guidance_sweep"
+        )
+        paths = local_paths(out)
+        module, parts, cfg = module_from_checkpoint(args.ckpt, paths=paths)
         if not module.class_conditional:
             raise ValueError(
                 f"{args.ckpt} was trained with conditional=false: guidance needs a checkpoint "
@@ -167,10 +189,10 @@ def main(argv=None) -> int:
         if not 0 <= args.rescale <= 1 or args.num < 1 or not scales:
             raise ValueError("--rescale must lie in [0, 1], --num >= 1 and --scales be non-empty")
         datamodule = parts.datamodule
-        cache_dir = args.cache_dir or cfg.paths.cache_dir
+        cache_dir = args.cache_dir or paths.cache_dir
         classifier, accuracy = train_or_load_classifier(datamodule, cache_dir)
-    except (CheckpointError, ValueError) as err:
-        print(f"\nerror: {err}", file=sys.stderr)
+    except (CheckpointError, ConfigError, ValueError) as err:
+        print("error: " + " ".join(str(err).split()), file=sys.stderr)
         return 2
     device = (
         args.device if args.device != "auto" else "cuda" if torch.cuda.is_available() else "cpu"
@@ -191,7 +213,6 @@ def main(argv=None) -> int:
         sampler=sampler,
         batch_size=args.batch_size,
     )
-    out = Path(args.out) if args.out else Path(args.ckpt).resolve().parents[1] / "guidance_sweep"
     out.mkdir(parents=True, exist_ok=True)
     grid = save_grid(results, num_classes, out / "guidance_sweep.png")
     report = {

@@ -40,6 +40,11 @@ def noise_peek(device: torch.device, n: int = 4) -> Tensor:
         return torch.randn(n, device=device).double().cpu()
 
 
+def _same(rows: Tensor) -> bool:
+    """Every rank's fingerprint equals rank 0's, bitwise (NaN equals NaN: that is not divergence)."""
+    return bool(torch.isclose(rows, rows[0], rtol=0, atol=0, equal_nan=True).all())
+
+
 class DDPConsistency(pl.Callback):
     def __init__(self, dirpath: str, every_n_steps: int = 0):
         self.path = Path(dirpath) / "ddp_check.json"
@@ -63,14 +68,19 @@ class DDPConsistency(pl.Callback):
             "weights": weights.tolist(),
             "ema": ema.tolist(),
             "noise": noise.tolist(),
-            "weights_equal": bool((weights == weights[0]).all()),
-            "ema_equal": bool((ema == ema[0]).all()),
+            "weights_equal": _same(weights),
+            "ema_equal": _same(ema),
             "noise_distinct": len({tuple(r) for r in noise.tolist()}) == trainer.world_size,
         }
         self.records.append(record)
         if trainer.global_rank == 0:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self.path.write_text(json.dumps(self.records, indent=1))
+        if not torch.isfinite(torch.cat([weights, ema])).all():
+            raise FloatingPointError(
+                f"the weights or EMA weights are NaN/Inf at step {trainer.global_step} "
+                f"(see {self.path}): training diverged; lower optim.optimizer.lr"
+            )
         if not (record["weights_equal"] and record["ema_equal"]):
             raise RuntimeError(
                 f"DDP replicas diverged at step {trainer.global_step} (see {self.path}): "

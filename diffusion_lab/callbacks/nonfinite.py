@@ -1,5 +1,8 @@
 """NonFiniteGuard: a step whose loss or gradients are NaN/Inf is skipped, counted, and K of them
-in a row stop training with an error that names the last good checkpoint.
+in a row stop training with an error that names the last good checkpoint. Weights (or EMA weights)
+that became NaN/Inf through a finite but absurd update (e.g. optim.optimizer.lr=inf) stop training
+at once, before any validation or checkpoint of that step, so no non-finite state is ever saved;
+the checkpoint the error names as good is read back and checked to be finite.
 
 The check runs on the gradients just before the optimizer step (a non-finite loss gives
 non-finite gradients). Under DDP the gradients are already all-reduced, so every rank takes the
@@ -16,6 +19,8 @@ import math
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import ModelCheckpoint
+
+from diffusion_lab.checkpoint import nonfinite_tensors
 
 
 class NonFiniteGuard(pl.Callback):
@@ -52,18 +57,41 @@ class NonFiniteGuard(pl.Callback):
                 raise FloatingPointError(self._message(trainer))
         pl_module.log("train/skipped_steps", float(self.skipped), on_step=True, on_epoch=False)
 
-    def _message(self, trainer) -> str:
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        for name, net in (("weights", pl_module.denoiser), ("EMA weights", pl_module.ema)):
+            bad = nonfinite_tensors(dict(net.named_parameters()))
+            if bad:
+                raise FloatingPointError(
+                    f"training stopped at step {trainer.global_step}: the {name} became NaN/Inf "
+                    f"({len(bad)} tensors, e.g. {bad[0]}) after a step with finite gradients, so "
+                    f"the update itself diverged. {self._where(trainer)} a lower "
+                    "optim.optimizer.lr (a finite value such as 1e-3) or trainer.gradient_clip_val."
+                )
+
+    @staticmethod
+    def _last_good(trainer) -> str | None:
+        """The newest checkpoint of this run whose weights are all finite (read back to check)."""
         ckpt = next((c for c in trainer.callbacks if isinstance(c, ModelCheckpoint)), None)
-        good = ckpt and (ckpt.last_model_path or ckpt.best_model_path)
-        where = (
-            f"the last good checkpoint is {good}; resume from it with ckpt_path={good} and"
-            if good
-            else "no checkpoint was written before this; restart"
-        )
+        for path in (ckpt.last_model_path, ckpt.best_model_path) if ckpt else ():
+            try:
+                state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+            except Exception:  # missing or unreadable: not a good checkpoint
+                continue
+            if not nonfinite_tensors(state.get("state_dict", {})):
+                return path
+        return None
+
+    def _where(self, trainer) -> str:
+        good = self._last_good(trainer)
+        if good:
+            return f"The last good checkpoint is {good}: resume from it with ckpt_path={good} and"
+        return "No finite checkpoint was written before this: restart with"
+
+    def _message(self, trainer) -> str:
         return (
             f"training stopped at step {trainer.global_step}: {self.in_a_row} consecutive steps had "
-            f"NaN/Inf loss or gradients ({self.skipped} skipped in all). {where} a lower "
-            "optim.optimizer.lr, trainer.gradient_clip_val set, or trainer.precision=32-true "
+            f"NaN/Inf loss or gradients ({self.skipped} skipped in all). {self._where(trainer)} a "
+            "lower optim.optimizer.lr, trainer.gradient_clip_val set, or trainer.precision=32-true "
             "(callbacks.nonfinite_guard.max_consecutive sets how many bad steps are tolerated)."
         )
 

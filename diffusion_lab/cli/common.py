@@ -1,8 +1,16 @@
-"""What the entry points share: recording the user's choices, user-facing errors, sampling output."""
+"""What the entry points share: recording the user's choices, user-facing errors, sampling output.
+
+Errors a user can act on end the process with one line on stderr (`error: ...`) and exit status 2:
+`user_errors()` maps the project's error types, a full disk and a missing mandatory value to that
+line. SIGTERM outside training (the test pass, sampling, evaluation) ends the process at once with
+one line and status 143; during training Lightning's pre-emption path saves last.ckpt first
+(callbacks/last_checkpoint.py).
+"""
 
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import time
 from contextlib import contextmanager
@@ -12,8 +20,25 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, open_dict, read_write
+from omegaconf.errors import MissingMandatoryValue
+from PIL import Image
 
+from diffusion_lab.checkpoint import CheckpointError
+from diffusion_lab.io import DiskFullError
+from diffusion_lab.metrics import InceptionWeightsUnavailable
+from diffusion_lab.module import require_finite_samples
+from diffusion_lab.values import ConfigError
 from diffusion_lab.visualize import save_samples
+
+USER_ERRORS = (
+    CheckpointError,
+    ConfigError,
+    ValueError,
+    FileNotFoundError,
+    FloatingPointError,
+    InceptionWeightsUnavailable,
+    Image.DecompressionBombError,
+)
 
 
 def record_choices(cfg: DictConfig) -> None:
@@ -57,10 +82,47 @@ def one_ddp_job():
         os.environ.update(saved)
 
 
-def fail(err: Exception) -> None:
-    """Print an actionable error without a traceback and exit with status 2."""
-    print(f"\nerror: {err}", file=sys.stderr)
-    sys.exit(2)
+def fail(err: Exception | str, status: int = 2) -> None:
+    """Print an actionable error as one line, without a traceback, and exit with `status`."""
+    print("error: " + " ".join(str(err).split()), file=sys.stderr)
+    sys.exit(status)
+
+
+class Terminated(Exception):
+    """SIGTERM arrived outside training (during the test pass, sampling or evaluation)."""
+
+
+@contextmanager
+def user_errors():
+    """Turn the errors a user can act on into one line on stderr (exit 2; Terminated: exit 143).
+    Anything else is a bug and keeps its traceback."""
+    try:
+        yield
+    except Terminated as err:
+        fail(err, status=128 + signal.SIGTERM)
+    except MissingMandatoryValue as err:
+        key = getattr(err, "full_key", None) or "a required value"
+        fail(f"{key} is required: pass {key}=... on the command line")
+    except DiskFullError as err:
+        fail(f"{err.strerror}: free space there, or point hydra.run.dir at a disk with room")
+    except USER_ERRORS as err:
+        fail(err)
+
+
+@contextmanager
+def terminate_on_sigterm(after: str):
+    """Within this block SIGTERM raises Terminated (one line, exit 143 via user_errors) saying
+    what was left (`after`). Lightning's own handler, installed during fit and test, calls this
+    one too, so a test pass stops at once instead of exiting 0 between batches."""
+
+    def on_sigterm(signum, frame):
+        raise Terminated(f"terminated by SIGTERM; {after}")
+
+    previous = signal.signal(signal.SIGTERM, on_sigterm)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def sample_and_save(
@@ -73,6 +135,7 @@ def sample_and_save(
         num_samples, seed=seed, sampler=sampler, progress=True, x_T=x_T, **generate_kwargs
     )
     seconds = time.perf_counter() - start
+    require_finite_samples(x)
     grid = save_samples(x, out / "samples.png")
     torch.save(x.cpu(), out / "samples.pt")
     return {

@@ -21,22 +21,55 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 from pytorch_lightning.loggers import Logger, WandbLogger
 
-from diffusion_lab.build import ConfigError
-from diffusion_lab.checkpoint import CheckpointError, module_from_checkpoint
+from diffusion_lab.build import check_sampler
+from diffusion_lab.checkpoint import module_from_checkpoint
 from diffusion_lab.cli import CONFIG_DIR
-from diffusion_lab.cli.common import fail
+from diffusion_lab.cli.common import terminate_on_sigterm, user_errors
 from diffusion_lab.loggers import log_image
-from diffusion_lab.metrics import InceptionWeightsUnavailable
 from diffusion_lab.metrics.report import QUALITY, check_metrics, evaluate, real_floor
 from diffusion_lab.results import versions, write_json
+from diffusion_lab.values import ConfigError, check_value, check_values
 from diffusion_lab.visualize import plot_metric_vs_nfe
+
+EVALUATE_KEYS = (
+    ("seed", "seed"),
+    ("evaluation.num_samples", "samples"),
+    ("evaluation.batch_size", "count"),
+)
 
 
 def sampler_config(name: str | None, run_cfg: DictConfig) -> DictConfig:
     """The `sampler=name` config node as the train config composes it (None: the run's own)."""
     if name is None:
-        return run_cfg.sampler
-    return compose(config_name="train", overrides=[f"sampler={name}"]).sampler
+        return run_cfg.sampler.copy()
+    if not isinstance(name, str):
+        raise ConfigError(f"samplers: {name!r} is not an option of the sampler group")
+    try:
+        return compose(config_name="train", overrides=[f"sampler={name}"]).sampler
+    except Exception as err:  # hydra's MissingConfigException and friends
+        raise ConfigError(f"samplers: {name!r}: {' '.join(str(err).split())[:300]}") from None
+
+
+def sampler_settings(cfg: DictConfig, run_cfg: DictConfig, process) -> list[tuple]:
+    """(label, num_steps, sampler) for every sampler × step count, each checked against the
+    checkpoint's process as train.py checks its own sampler, before any of them runs."""
+    if not OmegaConf.is_list(cfg.samplers) or not OmegaConf.is_list(cfg.num_steps):
+        raise ConfigError(
+            "samplers and num_steps must be lists, e.g. samplers=[heun] num_steps=[18]"
+        )
+    settings = []
+    for name in cfg.samplers:
+        label = name or OmegaConf.select(run_cfg, "choices.sampler") or "run's sampler"
+        for steps in cfg.num_steps:
+            sampler_cfg = sampler_config(name, run_cfg)
+            check_value("num_steps", steps, "steps_or_null")
+            if steps is not None:
+                sampler_cfg.num_steps = steps
+            sampler = hydra.utils.instantiate(sampler_cfg)
+            choices = {**OmegaConf.to_container(run_cfg.get("choices") or {}), "sampler": label}
+            check_sampler(OmegaConf.create({"choices": choices}), sampler, process)
+            settings.append((label, sampler_cfg.num_steps, sampler))
+    return settings
 
 
 def make_loggers(cfg: DictConfig, run_cfg: DictConfig) -> list[Logger]:
@@ -101,7 +134,10 @@ def log_results(loggers: list[Logger], results: dict) -> None:
 def main_impl(cfg: DictConfig) -> dict:
     evaluation = OmegaConf.to_container(cfg.evaluation, resolve=True)
     evaluation["metrics"] = check_metrics(cfg.metrics)
-    module, parts, run_cfg = module_from_checkpoint(cfg.ckpt_path)
+    check_values(cfg, EVALUATE_KEYS)
+    module, parts, run_cfg = module_from_checkpoint(cfg.ckpt_path, paths=cfg.paths)
+    quality = [m for m in evaluation["metrics"] if m in QUALITY]
+    settings = sampler_settings(cfg, run_cfg, parts.process) if quality else []
     loggers = make_loggers(cfg, run_cfg)
     pl.seed_everything(cfg.seed)
     trainer = pl.Trainer(
@@ -116,32 +152,20 @@ def main_impl(cfg: DictConfig) -> dict:
     }
     out = Path(cfg.paths.output_dir)
 
-    quality = [m for m in evaluation["metrics"] if m in QUALITY]
     rows = []
-    for name in cfg.samplers if quality else []:
-        for steps in cfg.num_steps:
-            sampler_cfg = sampler_config(name, run_cfg)
-            if steps is not None:
-                sampler_cfg.num_steps = steps
-            sampler = hydra.utils.instantiate(sampler_cfg)
-            scores = evaluate(
-                module,
-                parts.datamodule,
-                {**evaluation, "metrics": quality},
-                cfg.paths.cache_dir,
-                sampler=sampler,
-                floor=False,
-            )
-            label = name or OmegaConf.select(run_cfg, "choices.sampler") or "run's sampler"
-            rows.append(
-                {
-                    "sampler": label,
-                    "num_steps": sampler_cfg.num_steps,
-                    "nfe": scores.pop("nfe"),
-                    "metrics": scores,
-                }
-            )
-            print(f"{label} {sampler_cfg.num_steps} steps ({rows[-1]['nfe']} NFE): {scores}")
+    for label, num_steps, sampler in settings:
+        scores = evaluate(
+            module,
+            parts.datamodule,
+            {**evaluation, "metrics": quality},
+            cfg.paths.cache_dir,
+            sampler=sampler,
+            floor=False,
+        )
+        rows.append(
+            {"sampler": label, "num_steps": num_steps, "nfe": scores.pop("nfe"), "metrics": scores}
+        )
+        print(f"{label} {num_steps} steps ({rows[-1]['nfe']} NFE): {scores}")
     results["samplers"] = rows
     if rows and evaluation["real_floor"]:  # real test images vs the training split, for scale
         results["real_floor"] = real_floor(
@@ -165,16 +189,8 @@ def main_impl(cfg: DictConfig) -> dict:
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="evaluate")
 def main(cfg: DictConfig) -> None:
-    try:
+    with user_errors(), terminate_on_sigterm("results.json was not written"):
         main_impl(cfg)
-    except (
-        CheckpointError,
-        ConfigError,
-        ValueError,
-        FileNotFoundError,
-        InceptionWeightsUnavailable,
-    ) as err:
-        fail(err)
 
 
 if __name__ == "__main__":

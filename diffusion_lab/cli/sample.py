@@ -13,15 +13,26 @@ from pathlib import Path
 
 import hydra
 import torch
+from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from diffusion_lab.build import ConfigError
-from diffusion_lab.checkpoint import CheckpointError, module_from_checkpoint
+from diffusion_lab.checkpoint import module_from_checkpoint
 from diffusion_lab.cli import CONFIG_DIR
-from diffusion_lab.cli.common import fail, sample_and_save
+from diffusion_lab.cli.common import sample_and_save, terminate_on_sigterm, user_errors
 from diffusion_lab.guidance import spread_labels
 from diffusion_lab.results import versions, write_json
 from diffusion_lab.samplers.grids import starting_at
+from diffusion_lab.values import ConfigError, check_values
+
+SAMPLE_KEYS = (
+    ("num_steps", "steps_or_null"),
+    ("num_samples", "samples"),
+    ("seed", "seed"),
+    ("start_t", "level"),
+    ("guidance", "guidance"),
+    ("guidance_rescale", "unit"),
+)
+MAX_INIT_PIXELS = 4096 * 4096  # an init_image is resized to the model's size; larger is a mistake
 
 
 def load_image(path: str, data_shape: tuple[int, ...]) -> torch.Tensor:
@@ -34,10 +45,19 @@ def load_image(path: str, data_shape: tuple[int, ...]) -> torch.Tensor:
             f"init_image needs an image model; this one generates data of shape {data_shape}"
         )
     try:
-        image = Image.open(path).convert("L" if data_shape[0] == 1 else "RGB")
+        image = Image.open(path)  # reads the header only
+        if image.width * image.height > MAX_INIT_PIXELS:
+            raise ConfigError(
+                f"init_image {path} is {image.width}x{image.height} pixels, more than the "
+                f"{MAX_INIT_PIXELS} this reads (it is resized to {data_shape[1:]} anyway): "
+                "downscale it first"
+            )
+        image = image.convert("L" if data_shape[0] == 1 else "RGB")
     except FileNotFoundError:
         raise ConfigError(f"init_image not found: {path}") from None
-    except (UnidentifiedImageError, OSError) as err:
+    except IsADirectoryError:
+        raise ConfigError(f"init_image {path} is a directory, not an image file") from None
+    except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as err:
         raise ConfigError(f"init_image {path} is not a readable image ({err})") from None
     x = resize(pil_to_tensor(image).float() / 127.5 - 1, list(data_shape[1:]), antialias=True)
     return x.clamp(-1, 1).unsqueeze(0)
@@ -59,39 +79,27 @@ def requested_labels(cfg: DictConfig, module, datamodule, ckpt_path) -> torch.Te
             "with conditional=false. Leave class_label unset, or train with conditional=true "
             "backbone.num_classes=<number of classes>."
         )
-    for key, valid, what in (
-        ("guidance", lambda v: v >= 0, "a number >= 0 (0 unconditional, 1 conditional)"),
-        ("guidance_rescale", lambda v: 0 <= v <= 1, "a number in [0, 1]"),
-    ):
-        value = cfg.get(key)
-        if isinstance(value, bool) or not isinstance(value, int | float) or not valid(value):
-            raise ConfigError(f"{key}={value} is not valid: it must be {what}.")
     return spread_labels(spec, cfg.num_samples, datamodule.num_classes or module.num_classes)
 
 
-@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="sample")
-def main(cfg: DictConfig) -> None:
-    try:
-        module, parts, run_cfg = module_from_checkpoint(
-            cfg.ckpt_path, sampler_cfg=cfg.get("sampler")
+def main_impl(cfg: DictConfig) -> dict:
+    check_values(cfg, SAMPLE_KEYS)
+    module, parts, run_cfg = module_from_checkpoint(
+        cfg.ckpt_path,
+        sampler_cfg=cfg.get("sampler"),
+        paths=cfg.paths,
+        sampler_choice=HydraConfig.get().runtime.choices.get("sampler"),
+    )
+    sampler = (
+        parts.sampler if cfg.num_steps is None else partial(parts.sampler, num_steps=cfg.num_steps)
+    )
+    x_T = None
+    if cfg.init_image is not None:
+        x_T = load_image(cfg.init_image, parts.process.data_shape).repeat(cfg.num_samples, 1, 1, 1)
+        sampler = partial(
+            sampler, grid=partial(starting_at, grid=sampler.keywords["grid"], t_start=cfg.start_t)
         )
-        sampler = (
-            parts.sampler
-            if cfg.num_steps is None
-            else partial(parts.sampler, num_steps=cfg.num_steps)
-        )
-        x_T = None
-        if cfg.init_image is not None:
-            x_T = load_image(cfg.init_image, parts.process.data_shape).repeat(
-                cfg.num_samples, 1, 1, 1
-            )
-            sampler = partial(
-                sampler,
-                grid=partial(starting_at, grid=sampler.keywords["grid"], t_start=cfg.start_t),
-            )
-        cond = requested_labels(cfg, module, parts.datamodule, cfg.ckpt_path)
-    except (CheckpointError, ConfigError, ValueError) as err:
-        fail(err)
+    cond = requested_labels(cfg, module, parts.datamodule, cfg.ckpt_path)
     device = (
         cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
     )
@@ -110,7 +118,7 @@ def main(cfg: DictConfig) -> None:
             guidance_rescale=cfg.guidance_rescale,
         )
     except NotImplementedError as err:
-        fail(err)
+        raise ConfigError(str(err)) from None
     facts.update(
         ckpt_path=str(cfg.ckpt_path),
         sampler=OmegaConf.to_container(run_cfg.sampler),
@@ -127,6 +135,13 @@ def main(cfg: DictConfig) -> None:
     )
     write_json(out / "results.json", facts)
     print(f"\nsamples: {facts['grid']}  ({facts['nfe']} NFE, {facts['seconds']:.1f} s)")
+    return facts
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="sample")
+def main(cfg: DictConfig) -> None:
+    with user_errors(), terminate_on_sigterm("no samples or results.json were written"):
+        main_impl(cfg)
 
 
 if __name__ == "__main__":

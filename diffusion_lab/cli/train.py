@@ -1,27 +1,30 @@
 """`python train.py [group=option ...] [key=value ...]`: train, test, sample, write results.json."""
 
+import sys
 import time
 from pathlib import Path
 
 import hydra
 import pytorch_lightning as pl
 import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from diffusion_lab.build import ConfigError, build, build_module, choice
 from diffusion_lab.callbacks import Throughput
 from diffusion_lab.callbacks.throughput import peak_memory_mb
-from diffusion_lab.checkpoint import CheckpointError, load_checkpoint
+from diffusion_lab.checkpoint import load_checkpoint
 from diffusion_lab.cli import CONFIG_DIR
 from diffusion_lab.cli.common import (
-    fail,
     one_ddp_job,
     pin_job_for_ddp_workers,
     record_choices,
     sample_and_save,
+    terminate_on_sigterm,
+    user_errors,
 )
-from diffusion_lab.metrics import InceptionWeightsUnavailable
 from diffusion_lab.metrics.report import evaluate
 from diffusion_lab.results import versions, write_json
 
@@ -38,6 +41,18 @@ def train(cfg: DictConfig) -> dict:
     start = time.perf_counter()
     trainer.fit(module, datamodule=parts.datamodule, ckpt_path=resume_from(cfg), weights_only=True)
     fit_seconds = time.perf_counter() - start
+    out = Path(cfg.paths.output_dir)
+    last = out / "checkpoints" / "last.ckpt"
+    with terminate_on_sigterm(
+        f"training finished and {last} holds its final state, but "
+        "results.json was not written: rerun the same command to test, "
+        "sample and evaluate it"
+    ):
+        return _after_fit(cfg, parts, module, trainer, fit_seconds)
+
+
+def _after_fit(cfg, parts, module, trainer, fit_seconds) -> dict:
+    """Test pass, final samples and evaluation, results.json (rank 0)."""
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
     metrics.update(
         {k: float(v) for k, v in trainer.test(module, datamodule=parts.datamodule)[0].items()}
@@ -129,36 +144,47 @@ def resume_from(cfg: DictConfig) -> str | None:
 
 
 def trained_steps(trainer: pl.Trainer, last_ckpt: Path) -> int:
-    """Optimizer steps taken. Under ddp_spawn the fit ran in child processes and this process's
-    trainer still says 0, so the last checkpoint (written by rank 0 at the end) is asked."""
-    if trainer.global_step == 0 and last_ckpt.is_file():
-        return int(torch.load(last_ckpt, map_location="cpu", weights_only=True)["global_step"])
-    return trainer.global_step
+    """Optimizer steps taken, checked against last.ckpt (DESIGN §4: results.json's step is the
+    step of the checkpoint it points to). Under ddp_spawn the fit ran in child processes and this
+    process's trainer still says 0, so the checkpoint (written by rank 0 at the end) is asked."""
+    saved = int(
+        torch.load(last_ckpt, map_location="cpu", weights_only=True, mmap=True)["global_step"]
+    )
+    if trainer.global_step not in (0, saved):
+        raise RuntimeError(
+            f"{last_ckpt} is at step {saved} but training ended at step {trainer.global_step}: "
+            "last.ckpt is not the final state (a bug: please report it)"
+        )
+    return saved
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
 def main(cfg: DictConfig) -> float | None:
     record_choices(cfg)
     pin_job_for_ddp_workers()
-    try:
-        with one_ddp_job():
-            return optimized_value(train(cfg), cfg.optimized_metric)
-    except (
-        CheckpointError,
-        ConfigError,
-        ValueError,
-        FileNotFoundError,
-        FloatingPointError,
-        InceptionWeightsUnavailable,
-    ) as err:
-        fail(err)
+    with user_errors(), one_ddp_job():
+        results = train(cfg)
+        return optimized_value(results, cfg.optimized_metric, sweep=_in_sweep())
 
 
-def optimized_value(results: dict, name: str | None) -> float | None:
-    """The value Hydra's sweepers optimise: a logged metric or a key of the final evaluation."""
+def _in_sweep() -> bool:
+    """A sweep reads train.py's return value: -m / a sweeper config run in MULTIRUN mode."""
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
+def optimized_value(results: dict, name: str | None, sweep: bool = True) -> float | None:
+    """The value Hydra's sweepers optimise: a logged metric or a key of the final evaluation.
+    Only a sweep needs it: a single run that did not report it (it never validated, say) gets a
+    warning, not a failed exit after results.json was written."""
     if not name or "global_step" not in results:  # nothing asked, or a DDP worker (rank > 0)
         return None
     found = {**results["metrics"], **(results["evaluation"] or {})}
+    if name not in found and not sweep:
+        print(
+            f"note: optimized_metric={name} was not reported by this run (only a sweep needs it)",
+            file=sys.stderr,
+        )
+        return None
     if name not in found:
         raise ConfigError(
             f"optimized_metric={name} was not reported by this run; it reported: "

@@ -22,7 +22,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from diffusion_lab.bases.dct import DCT
-from diffusion_lab.checkpoint import atomic_torch_save
+from diffusion_lab.io import atomic_torch_save
 
 PCA_MAX_DIM = 4096  # pca=None computes PCA only up to this D: a 12288² eigendecomposition is slow
 _LOADER_KNOBS = {  # datamodule attributes that change loaders, not the data

@@ -27,7 +27,8 @@ class _Gaussian(Degradation):
         raise NotImplementedError
 
     def alpha_sigma(self, schedule, t: Tensor, data_shape) -> tuple[Tensor, Tensor]:
-        logsnr = schedule.logsnr(t.float()).reshape(-1, *([1] * len(data_shape)))
+        t = t.to(torch.promote_types(t.dtype, torch.float32))  # float32, or float64 if double
+        logsnr = schedule.logsnr(t).reshape(-1, *([1] * len(data_shape)))
         return self._alpha_sigma(logsnr)
 
     def noise_cond(self, schedule, t: Tensor) -> Tensor:

@@ -24,8 +24,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
-from diffusion_lab.checkpoint import atomic_torch_save
 from diffusion_lab.data.statistics import cache_key
+from diffusion_lab.io import atomic_torch_save
 
 ARCH_VERSION = 1  # bump when DomainClassifier or its training changes: old cache files go stale
 

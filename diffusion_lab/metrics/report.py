@@ -26,6 +26,7 @@ from diffusion_lab.metrics.classifier import train_or_load_classifier
 from diffusion_lab.metrics.fidelity import evaluate_sample_quality
 from diffusion_lab.metrics.likelihood import bits_per_dim
 from diffusion_lab.metrics.vlb import ddpm_vlb_bits_per_dim
+from diffusion_lab.module import require_finite_samples
 
 QUALITY = ("fid", "kid", "is")
 KNOWN = (*QUALITY, "nll", "vlb")
@@ -156,6 +157,7 @@ def evaluate(
         samples, nfe = generate_many(
             module, cfg["num_samples"], int(cfg["seed"]), cfg["batch_size"], sampler, progress
         )
+        require_finite_samples(samples)
         out["sampling_seconds"] = time.perf_counter() - start
         out["nfe"] = nfe
         start = time.perf_counter()

@@ -11,7 +11,10 @@ def steps(process, num_steps: int, grid, x: Tensor, progress: bool, desc: str):
     """Yield (i, t, t_next) over the grid, optionally with a progress bar."""
     if num_steps < 1:
         raise ValueError(f"sampler.num_steps must be >= 1, got {num_steps}")
-    ts = grid(process, num_steps).to(device=x.device, dtype=torch.float32)
+    # float32 (also for half-precision x), float64 for double x
+    ts = grid(process, num_steps).to(
+        device=x.device, dtype=torch.promote_types(x.dtype, torch.float32)
+    )
     pairs = list(zip(ts[:-1], ts[1:]))
     for i, (t, t_next) in enumerate(tqdm(pairs, desc=desc, disable=not progress, leave=False)):
         yield i, t, t_next

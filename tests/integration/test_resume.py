@@ -10,7 +10,7 @@ import time
 import pytest
 import torch
 
-from diffusion_lab.checkpoint import atomic_torch_save
+from diffusion_lab.io import atomic_torch_save
 from tests.conftest import ROOT, run_cli
 
 # 2 batches of 512 per epoch (1437 training digits), so 5 steps end mid-epoch and 10 cross 5 epochs
