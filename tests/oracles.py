@@ -12,8 +12,9 @@ from torch import Tensor, nn
 
 
 class GaussianMixture(nn.Module):
-    def __init__(self, weights, means: Tensor, stds):
+    def __init__(self, weights, means: Tensor, stds, out_dtype=torch.float32):
         super().__init__()
+        self.out_dtype = out_dtype  # of the posterior mean; float64 for float64 comparisons
         self.weights = torch.as_tensor(weights, dtype=torch.float64)
         self.means = means.double()  # (K, *data_shape)
         self.stds = torch.as_tensor(stds, dtype=torch.float64)  # (K,)
@@ -38,7 +39,7 @@ class GaussianMixture(nn.Module):
             posterior.append(mu + alpha * s**2 / v * diff)
         r = torch.softmax(torch.stack(log_r), dim=0)  # (K, B)
         out = sum(r_k.view(-1, *[1] * (x.ndim - 1)) * p for r_k, p in zip(r, posterior))
-        return out.float()
+        return out.to(self.out_dtype)
 
     def classify(self, x: Tensor) -> Tensor:
         """Nearest component mean (for checking mixture weights of well-separated modes)."""
@@ -46,10 +47,12 @@ class GaussianMixture(nn.Module):
         return dist.argmin(0)
 
 
-def gaussian(mean: float, std: float, data_shape=(4,)) -> GaussianMixture:
-    return GaussianMixture([1.0], torch.full((1, *data_shape), mean), [std])
+def gaussian(mean: float, std: float, data_shape=(4,), out_dtype=torch.float32) -> GaussianMixture:
+    return GaussianMixture([1.0], torch.full((1, *data_shape), mean), [std], out_dtype)
 
 
-def two_modes(data_shape=(2,), weight=0.3, sep=0.6, std=0.15) -> GaussianMixture:
+def two_modes(
+    data_shape=(2,), weight=0.3, sep=0.6, std=0.15, out_dtype=torch.float32
+) -> GaussianMixture:
     means = torch.stack([torch.full(data_shape, -sep), torch.full(data_shape, sep)])
-    return GaussianMixture([weight, 1 - weight], means, [std, std])
+    return GaussianMixture([weight, 1 - weight], means, [std, std], out_dtype)

@@ -36,9 +36,9 @@ SAMPLERS = {
 }
 
 
-def _draw(sampler, process, data, seed=1):
+def _draw(sampler, process, data, seed=1, dtype=torch.float32):
     gen = torch.Generator().manual_seed(seed)
-    return sampler(data, process, process.prior(N, generator=gen), generator=gen)
+    return sampler(data, process, process.prior(N, generator=gen).to(dtype), generator=gen)
 
 
 @pytest.mark.parametrize("process", PROCESSES.values(), ids=PROCESSES.keys())
@@ -79,31 +79,42 @@ def test_heun_converges_faster_than_euler():
 
 
 def test_ancestral_is_ddim_with_eta_one():
-    process, data = PROCESSES["vp_cosine"], two_modes((4,))
-    a = _draw(partial(ancestral.sample, num_steps=20, grid=grids.uniform), process, data)
-    b = _draw(partial(ddim.sample, num_steps=20, grid=grids.uniform, eta=1.0), process, data)
-    assert (a - b).abs().max().item() < 1e-4  # the same noise, the same update up to rounding
+    """The same noise draws, the same update written two ways. Compared in float64: the exact
+    denoiser amplifies a rounding difference ~1000× over the last steps near the mode boundary
+    (6e-4 in float32, ~3e-14 in float64); a wrong coefficient moves samples by O(0.1-1)."""
+    process, data = PROCESSES["vp_cosine"], two_modes((4,), out_dtype=torch.float64)
+    run = partial(_draw, process=process, data=data, dtype=torch.float64)
+    a = run(partial(ancestral.sample, num_steps=20, grid=grids.uniform))
+    b = run(partial(ddim.sample, num_steps=20, grid=grids.uniform, eta=1.0))
+    assert a.dtype == b.dtype == torch.float64
+    assert (a - b).abs().max().item() < 1e-8  # float64 comparison
 
 
 def test_deterministic_ddim_is_euler_in_noise_to_signal_ratio():
-    process, data = PROCESSES["vp_cosine"], two_modes((4,))
-    a = _draw(partial(ddim.sample, num_steps=10, grid=grids.karras), process, data)
-    b = _draw(partial(pf_ode.euler, num_steps=10, grid=grids.karras), process, data)
-    assert torch.allclose(a, b, atol=1e-4)
+    # compared in float64 (float32 rounding, amplified by the sampler, reaches 1.4e-5 here)
+    process, data = PROCESSES["vp_cosine"], two_modes((4,), out_dtype=torch.float64)
+    run = partial(_draw, process=process, data=data, dtype=torch.float64)
+    a = run(partial(ddim.sample, num_steps=10, grid=grids.karras))
+    b = run(partial(pf_ode.euler, num_steps=10, grid=grids.karras))
+    assert a.dtype == b.dtype == torch.float64
+    assert torch.allclose(a, b, rtol=0, atol=1e-8)
 
 
 def test_uniform_grid_is_the_ddpm_grid():
     process = ForwardProcess(VariancePreserving(), LinearBeta(), (1,))
-    assert torch.allclose(grids.uniform(process, 1000), torch.arange(1000, -1, -1).float() / 1000)
+    ref = torch.arange(1000, -1, -1, dtype=torch.float64) / 1000  # closed form in float64
+    # derived: the float32 grid is i/1000 rounded once, |error| <= 2^-24 |t| (rtol 2^-23: 2×)
+    assert torch.allclose(grids.uniform(process, 1000).double(), ref, rtol=2**-23, atol=0)
 
 
 def test_karras_grid_matches_edm_eq5():
     process = PROCESSES["ve_edm"]
     t = grids.karras(process, 18, rho=7.0, sigma_min=0.002, sigma_max=80.0)
     sigma = process.state(t).sigma.flatten()
-    i = torch.arange(18)
+    i = torch.arange(18, dtype=torch.float64)  # the closed form in float64
     ref = (80 ** (1 / 7) + i / 17 * (0.002 ** (1 / 7) - 80 ** (1 / 7))) ** 7
-    assert torch.allclose(sigma[:-1], ref, rtol=1e-4) and sigma[-1] == 0
+    # float32 σ through t(λ) and back: a few eps × ρ = 7 ≈ 1e-6 relative; 1e-4 leaves room
+    assert torch.allclose(sigma[:-1].double(), ref, rtol=1e-4, atol=0) and sigma[-1] == 0
 
 
 def test_callback_and_nfe():
