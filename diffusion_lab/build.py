@@ -74,6 +74,16 @@ def _check_backbone(cfg, data_shape) -> None:
         )
 
 
+# What a sampler's `requires` flag asks of the process, and what to do instead.
+REQUIREMENTS = {
+    "linear": (
+        "a linear degradation (x_t = Uᵀ(α ⊙ U x0 + σ ⊙ z))",
+        " Cold Diffusion operators sample with sampler=cold or sampler=cold_naive.",
+    ),
+    "isotropic": ("an isotropic degradation (one noise level per sample)", ""),
+}
+
+
 def _check_keywords(cfg, group: str, fn, keywords: dict) -> None:
     """Every configured knob is a parameter of the function (a stray `+sampler.x=` fails here,
     not at the first sample grid)."""
@@ -95,9 +105,10 @@ def check_sampler(cfg, sampler, process) -> None:
         _check_keywords(cfg, "sampler/grid", grid.func, grid.keywords)
     for flag in getattr(fn, "requires", ()):
         if not getattr(process, flag):
+            needs, fix = REQUIREMENTS.get(flag, (f"a degradation with {flag}", ""))
             raise ConfigError(
-                f"{choice(cfg, 'sampler')} needs a degradation with {flag.replace('_', ' ')}; "
-                f"{choice(cfg, 'degradation')} does not have it."
+                f"{choice(cfg, 'sampler')} needs {needs}; {choice(cfg, 'degradation')} is not one."
+                f"{fix}"
             )
     if getattr(getattr(grid, "func", grid), "needs_logsnr", False) and not hasattr(
         process.schedule, "logsnr"

@@ -65,3 +65,40 @@ def run_cli(
         text=True,
         timeout=timeout,
     )
+
+
+ENTRY_POINTS = {
+    "train.py": "diffusion_lab.cli.train",
+    "sample.py": "diffusion_lab.cli.sample",
+    "evaluate.py": "diffusion_lab.cli.evaluate",
+}
+
+
+def run_main(script: str, *args: str, root: Path) -> tuple[int, str, str]:
+    """Call an entry point's @hydra.main in this process with sys.argv as a user types it;
+    returns (exit status, stdout, stderr). The same code path as `python script args` without
+    the ~5 s of interpreter and torch start-up per case (subprocess cases use run_cli)."""
+    import contextlib
+    import importlib
+    import io
+
+    main = importlib.import_module(ENTRY_POINTS[script]).main
+    saved_argv, saved_root = sys.argv, os.environ.get("DIFFUSION_LAB_ROOT")
+    sys.argv, os.environ["DIFFUSION_LAB_ROOT"] = [script, *args], str(root)
+    out, err = io.StringIO(), io.StringIO()
+    GlobalHydra.instance().clear()
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                main()
+                status = 0
+            except SystemExit as exit_:
+                status = exit_.code if isinstance(exit_.code, int) else int(exit_.code is not None)
+    finally:
+        sys.argv = saved_argv
+        if saved_root is None:
+            os.environ.pop("DIFFUSION_LAB_ROOT", None)
+        else:
+            os.environ["DIFFUSION_LAB_ROOT"] = saved_root
+        GlobalHydra.instance().clear()
+    return status, out.getvalue(), err.getvalue()

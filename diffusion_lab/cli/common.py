@@ -9,6 +9,7 @@ one line and status 143; during training Lightning's pre-emption path saves last
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import sys
@@ -29,6 +30,13 @@ from diffusion_lab.metrics import InceptionWeightsUnavailable
 from diffusion_lab.module import require_finite_samples
 from diffusion_lab.values import ConfigError
 from diffusion_lab.visualize import save_samples
+
+# Lightning's progress notes ("GPU available: ...") are information, not errors: to stdout, so a
+# failing command's stderr holds its error line.
+for _name in ("pytorch_lightning", "lightning_fabric"):
+    for _handler in logging.getLogger(_name).handlers:
+        if isinstance(_handler, logging.StreamHandler) and _handler.stream is sys.stderr:
+            _handler.setStream(sys.stdout)
 
 USER_ERRORS = (
     CheckpointError,
