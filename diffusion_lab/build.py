@@ -84,25 +84,30 @@ REQUIREMENTS = {
 }
 
 
-def _check_keywords(cfg, group: str, fn, keywords: dict) -> None:
+# Arguments the sampling loop passes itself; a config that sets one would collide at call time.
+CALL_ARGUMENTS = ("denoiser", "process", "x", "cond", "generator", "callback", "progress")
+
+
+def _check_keywords(cfg, group: str, fn, keywords: dict, reserved=()) -> None:
     """Every configured knob is a parameter of the function (a stray `+sampler.x=` fails here,
     not at the first sample grid)."""
+    params = [n for n in inspect.signature(fn).parameters if n not in reserved]
+    clash = [k for k in keywords if k in reserved]
     try:
+        if clash:
+            raise TypeError(f"{clash[0]!r} is passed by the sampling loop, not set in a config")
         inspect.signature(fn).bind_partial(**keywords)
     except TypeError as err:
-        params = [
-            n for n in inspect.signature(fn).parameters if n not in ("denoiser", "process", "x")
-        ]
         raise ConfigError(f"{choice(cfg, group)}: {err}; it takes {', '.join(params)}.") from None
 
 
 def check_sampler(cfg, sampler, process) -> None:
     """The sampler's knobs exist, and the process has what the sampler and its grid need."""
     fn = sampler.func if isinstance(sampler, partial) else sampler
-    _check_keywords(cfg, "sampler", fn, sampler.keywords)
+    _check_keywords(cfg, "sampler", fn, sampler.keywords, reserved=CALL_ARGUMENTS)
     grid = sampler.keywords.get("grid")
     if isinstance(grid, partial):
-        _check_keywords(cfg, "sampler/grid", grid.func, grid.keywords)
+        _check_keywords(cfg, "sampler/grid", grid.func, grid.keywords, reserved=("process",))
     for flag in getattr(fn, "requires", ()):
         if not getattr(process, flag):
             needs, fix = REQUIREMENTS.get(flag, (f"a degradation with {flag}", ""))

@@ -13,6 +13,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -27,13 +28,14 @@ class DiskFullError(OSError):
     """ENOSPC while writing a file: names the file, so the user knows which disk to free."""
 
 
-def _is_disk_full(err: BaseException) -> bool:
-    """torch.save reports a full disk as a RuntimeError from its zip writer, OSError otherwise."""
+def _is_disk_full(err: BaseException, folder: Path) -> bool:
+    """ENOSPC, or torch.save's zip writer failing (it reports any write error as a RuntimeError)
+    while the folder's filesystem has next to no space left."""
     while err is not None:
         if getattr(err, "errno", None) == errno.ENOSPC or "No space left" in str(err):
             return True
-        if "file write failed" in str(err) or "PytorchStreamWriter failed" in str(err):
-            return True
+        if "PytorchStreamWriter failed" in str(err) or "file write failed" in str(err):
+            return shutil.disk_usage(folder).free < 2**20
         err = err.__cause__ or err.__context__
     return False
 
@@ -57,7 +59,7 @@ def atomic_write(path: str | Path, write: Callable[[IO[bytes]], None]) -> Path:
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except (OSError, RuntimeError) as err:
-        if _is_disk_full(err):
+        if _is_disk_full(err, path.parent):
             raise DiskFullError(errno.ENOSPC, f"No space left on device writing {path}") from None
         raise
     finally:

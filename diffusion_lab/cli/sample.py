@@ -47,17 +47,18 @@ def load_image(path: str, data_shape: tuple[int, ...]) -> torch.Tensor:
     try:
         image = Image.open(path)  # reads the header only
         if image.width * image.height > MAX_INIT_PIXELS:
-            raise ConfigError(
-                f"init_image {path} is {image.width}x{image.height} pixels, more than the "
-                f"{MAX_INIT_PIXELS} this reads (it is resized to {data_shape[1:]} anyway): "
-                "downscale it first"
-            )
+            raise Image.DecompressionBombError(f"{image.width}x{image.height} pixels")
         image = image.convert("L" if data_shape[0] == 1 else "RGB")
     except FileNotFoundError:
         raise ConfigError(f"init_image not found: {path}") from None
     except IsADirectoryError:
         raise ConfigError(f"init_image {path} is a directory, not an image file") from None
-    except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as err:
+    except Image.DecompressionBombError as err:  # raised by PIL itself above 2 × its own limit
+        raise ConfigError(
+            f"init_image {path} is too large to read safely ({err}; this reads up to "
+            f"{MAX_INIT_PIXELS} pixels and resizes to {tuple(data_shape[1:])}): downscale it first"
+        ) from None
+    except (UnidentifiedImageError, OSError) as err:
         raise ConfigError(f"init_image {path} is not a readable image ({err})") from None
     x = resize(pil_to_tensor(image).float() / 127.5 - 1, list(data_shape[1:]), antialias=True)
     return x.clamp(-1, 1).unsqueeze(0)

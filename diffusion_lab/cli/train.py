@@ -27,10 +27,12 @@ from diffusion_lab.cli.common import (
 )
 from diffusion_lab.metrics.report import evaluate
 from diffusion_lab.results import versions, write_json
+from diffusion_lab.values import TRAIN_KEYS, check_values
 
 
 def train(cfg: DictConfig) -> dict:
     """Train, test and sample as `cfg` says; returns what results.json holds (rank 0)."""
+    check_values(cfg, TRAIN_KEYS)  # before the seed is used (build checks them for every caller)
     pl.seed_everything(cfg.seed, workers=True)
     parts = build(cfg)
     module = build_module(cfg, parts)

@@ -165,6 +165,29 @@ def test_a_failed_write_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
     assert [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]  # no temporary left behind
 
 
+@pytest.mark.parametrize(
+    "monitor",
+    [
+        # improves once (its first value), never again: ModelCheckpoint alone leaves last.ckpt there
+        ["callbacks.model_checkpoint.monitor=train/skipped_steps"],
+        # a val loss that is "better" only when larger: after the first validation, never
+        ["callbacks.model_checkpoint.mode=max"],
+    ],
+    ids=["constant_monitor", "monitor_never_improves"],
+)
+def test_last_ckpt_is_the_final_state_whatever_the_monitor(make_cfg, monitor):
+    """max_steps=7 is off the validation grid (3, 6): last.ckpt must still hold step 7, and
+    results.json's step is the checkpoint's (DESIGN §4)."""
+    from diffusion_lab.cli.train import train
+
+    cfg = make_cfg("debug=fast", "trainer.max_steps=7", "trainer.val_check_interval=3", *monitor)
+    results = train(cfg)
+    last = torch.load(results["checkpoint"], weights_only=True)
+    assert last["global_step"] == results["global_step"] == 7
+    best = [p for p in os.listdir(os.path.dirname(results["checkpoint"])) if p.startswith("best")]
+    assert best and all(int(p[5:12]) < 7 for p in best)  # the monitor kept an older one
+
+
 def test_a_nan_step_is_skipped_counted_and_training_goes_on(make_cfg, monkeypatch):
     """One NaN loss at step 2: that step leaves the weights untouched, the run finishes."""
     import pytorch_lightning as pl
