@@ -71,9 +71,19 @@ TRAIN_KEYS = (
     ("val_num_t", "count"),
     ("num_samples", "samples"),
     ("callbacks.sample_grid.num_samples", "samples"),
-    ("evaluation.num_samples", "count"),
+    ("evaluation.num_samples", "samples"),
     ("evaluation.batch_size", "count"),
+    ("evaluation.nll.vlb_steps", "steps"),
+    ("evaluation.nll.num_images", "count"),
     ("label_dropout", "probability_or_null"),
+)
+# What evaluate.py reads besides its samplers × num_steps lists (checked one by one).
+EVALUATE_KEYS = (
+    ("seed", "seed"),
+    ("evaluation.num_samples", "samples"),
+    ("evaluation.batch_size", "count"),
+    ("evaluation.nll.vlb_steps", "steps"),
+    ("evaluation.nll.num_images", "count"),
 )
 
 

@@ -28,14 +28,8 @@ from diffusion_lab.cli.common import terminate_on_sigterm, user_errors
 from diffusion_lab.loggers import log_image
 from diffusion_lab.metrics.report import QUALITY, check_metrics, evaluate, real_floor
 from diffusion_lab.results import versions, write_json
-from diffusion_lab.values import ConfigError, check_value, check_values
+from diffusion_lab.values import EVALUATE_KEYS, ConfigError, check_value, check_values
 from diffusion_lab.visualize import plot_metric_vs_nfe
-
-EVALUATE_KEYS = (
-    ("seed", "seed"),
-    ("evaluation.num_samples", "samples"),
-    ("evaluation.batch_size", "count"),
-)
 
 
 def sampler_config(name: str | None, run_cfg: DictConfig) -> DictConfig:
