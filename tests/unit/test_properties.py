@@ -36,6 +36,7 @@ from diffusion_lab.process import ForwardProcess
 from diffusion_lab.schedules import EDM, Cosine, LinearBeta, Sigmoid
 from diffusion_lab.schedules.blur import GeometricBlur
 from diffusion_lab.schedules.blur_w2 import BlurW2
+from tests.numerics import f32_tol
 
 # derandomize: the same examples on every run (CI); database=None: nothing written to disk.
 PROPS = settings(
@@ -98,6 +99,41 @@ def close(actual, expected, atol=1e-5, rtol=1e-5):
     torch.testing.assert_close(actual, expected, atol=atol, rtol=rtol)
 
 
+# -- derived float32 tolerances (tests/numerics.py) -------------------------------------------
+def norm(*xs) -> float:
+    """The largest per-sample 2-norm: it bounds every coefficient of an orthonormal transform."""
+    return max(x.detach().double().flatten(1).norm(dim=1).max().item() for x in xs)
+
+
+def basis_depth(basis, shape) -> int:
+    """Inner length of one float32 basis transform: 0 (identity), H + W (DCT, Fourier), D (PCA)."""
+    if isinstance(basis, Identity):
+        return 0
+    return math.prod(shape) if isinstance(basis, PCA) else shape[-1] + shape[-2]
+
+
+def transform_tol(basis, shape, *xs, transforms: int = 1) -> float:
+    """Derived: each transform rounds over its inner length plus the stored matrix (n + 1 steps)."""
+    depth = basis_depth(basis, shape)
+    return f32_tol(transforms * (depth + 1), norm(*xs)) if depth else 0.0
+
+
+def degrade_terms(process) -> int:
+    """Rounding steps of one float32 `degrade`: two basis transforms (linear processes), an
+    rfft2/irfft2 pair (log2 HW each) or levels × taps (Cold blur), the pooled window plus 16
+    bicubic taps (pixelate), a few elementwise operations (snow)."""
+    deg, shape = process.degradation, process.data_shape
+    if process.linear:
+        return 2 * (basis_depth(process.basis, shape) + 1) + 1
+    if isinstance(deg, ColdBlur):
+        if deg.padding == "circular" and hasattr(deg, "transfer"):
+            return 2 * math.ceil(math.log2(shape[-2] * shape[-1])) + 2
+        return deg.num_levels * deg.kernel_size**2
+    if isinstance(deg, Pixelate):
+        return shape[-2] * shape[-1] + 16
+    return 4
+
+
 # -- bases ----------------------------------------------------------------------------------
 BASES = ["identity", "dct", "fourier", "pca"]
 
@@ -117,11 +153,14 @@ def test_basis_round_trip_norm_shape_and_dtype(kind, batch, shape, seed):
     x = randn((batch, *shape), seed)
     c = basis(x)
     assert c.shape == x.shape and c.dtype == torch.float32
-    close(basis.inverse(c), x)  # Uᵀ U = I
-    close(basis(basis.inverse(x)), x)  # U Uᵀ = I
-    close(c.flatten(1).norm(dim=1), x.flatten(1).norm(dim=1))  # an isometry
+    tol = transform_tol(basis, shape, x)  # derived: (n + 1)·eps32·‖x‖ per float32 transform
+    close(basis.inverse(c), x, atol=2 * tol, rtol=0)  # Uᵀ U = I
+    close(basis(basis.inverse(x)), x, atol=2 * tol, rtol=0)  # U Uᵀ = I
+    c_norm = c.double().flatten(1).norm(dim=1)  # an isometry; norms in float64
+    close(c_norm, x.double().flatten(1).norm(dim=1), atol=tol, rtol=0)
+    x64, c64 = x.double(), basis(x.double())  # float64: batch and single rows agree to ~1e-16
     for i in range(batch):  # acts on each sample on its own
-        close(c[i : i + 1], basis(x[i : i + 1]))
+        close(c64[i : i + 1], basis(x64[i : i + 1]), atol=1e-12, rtol=0)
 
 
 @PROPS
@@ -139,9 +178,11 @@ def test_basis_is_linear(kind, batch, shape, a, b, seed):
             make_basis(kind, shape)
         return
     basis = make_basis(kind, shape)
-    x, y = randn((2, batch, *shape), seed)
-    close(basis(a * x + b * y), a * basis(x) + b * basis(y), atol=1e-4)
-    close(basis.inverse(a * x + b * y), a * basis.inverse(x) + b * basis.inverse(y), atol=1e-4)
+    # float64: a fixed (float32-stored) matrix is exactly linear, up to float64 rounding
+    x, y = randn((2, batch, *shape), seed, dtype=torch.float64)
+    close(basis(a * x + b * y), a * basis(x) + b * basis(y), atol=1e-12, rtol=0)
+    inverse = a * basis.inverse(x) + b * basis.inverse(y)
+    close(basis.inverse(a * x + b * y), inverse, atol=1e-12, rtol=0)
 
 
 @PROPS
@@ -153,7 +194,9 @@ def test_basis_keeps_float64_with_float32_accuracy(kind, batch, shape, seed):
     c = basis(x)
     assert c.dtype == basis.inverse(c).dtype == torch.float64 and c.shape == x.shape
     close(basis.inverse(c), x, atol=1e-5, rtol=1e-5)
-    close(basis(x.float()).double(), c, atol=1e-5, rtol=1e-5)
+    # the float32 path against the float64 one: derived, (n + 1)·eps32·‖x‖ plus x rounded once
+    tol = transform_tol(basis, shape, x) + f32_tol(1, norm(x))
+    close(basis(x.float()).double(), c, atol=tol, rtol=0)
 
 
 @PROPS
@@ -161,10 +204,12 @@ def test_basis_keeps_float64_with_float32_accuracy(kind, batch, shape, seed):
 def test_separable_bases_act_per_channel_with_the_mean_as_dc(kind, batch, shape, seed):
     basis = make_basis(kind, shape)
     c_, h, w = shape
-    x = randn((batch, *shape), seed)
+    # float64: the float32 matrix buffers are fixed, so per-channel calls agree to ~1e-16 and
+    # DC = mean·√(HW) up to their rounding (row 0 is 1/√N ± u: <= 2u·Σ|x|/√(HW) ≈ 1e-6)
+    x = randn((batch, *shape), seed, dtype=torch.float64)
     c = basis(x)
     for k in range(c_):
-        close(c[:, k : k + 1], basis(x[:, k : k + 1]))
+        close(c[:, k : k + 1], basis(x[:, k : k + 1]), atol=1e-12, rtol=0)
     # row 0 of both 1-D bases is the constant 1/√N: the DC coefficient is mean · √(HW)
     close(c[:, :, 0, 0], x.mean((2, 3)) * math.sqrt(h * w), atol=1e-4)
     lam = basis.frequencies_squared
@@ -264,16 +309,18 @@ def test_logsnr_inverse_round_trip(schedule, t):
     shape=st.one_of(image_shapes, vector_shapes),
 )
 def test_vp_and_ve_share_the_noise_to_signal_ratio(schedule, t, shape):
-    tt = torch.tensor(t)
+    tt = torch.tensor(t, dtype=torch.float64)  # the identities in float64
     a_vp, s_vp = VariancePreserving().alpha_sigma(schedule, tt, shape)
     a_ve, s_ve = VarianceExploding().alpha_sigma(schedule, tt, shape)
     iso = (len(t), *[1] * len(shape))
     assert a_vp.shape == s_vp.shape == a_ve.shape == s_ve.shape == iso
-    close(a_vp**2 + s_vp**2, torch.ones(iso), atol=1e-6, rtol=0)  # variance preserving
+    assert a_vp.dtype == s_ve.dtype == torch.float64
+    ones = torch.ones(iso, dtype=torch.float64)
+    close(a_vp**2 + s_vp**2, ones, atol=1e-12, rtol=0)  # variance preserving
     assert (a_ve == 1).all()
-    close(s_vp / a_vp, s_ve / a_ve, rtol=1e-4, atol=0)
+    close(s_vp / a_vp, s_ve / a_ve, rtol=1e-10, atol=0)
     lam = schedule.logsnr(tt).view(iso)
-    close(2 * torch.log(a_vp / s_vp), lam, rtol=1e-4, atol=1e-4)
+    close(2 * torch.log(a_vp / s_vp), lam, rtol=1e-10, atol=1e-10)
 
 
 # -- blur schedules -------------------------------------------------------------------------
@@ -462,14 +509,15 @@ def test_clean_data_at_t0(name, data, batch, seed):
     t0 = torch.zeros(batch)
     state = process.state(t0)
     degraded = process.degrade(x0, t0)
-    close(degraded, x0)
+    tol = f32_tol(degrade_terms(process), norm(x0))  # derived: float32 degrade (see above)
+    close(degraded, x0, atol=tol, rtol=0)
     if process.linear:  # t = 0 is clean data: α = 1 and σ = 0 (up to float rounding)
         close(state.alpha.expand_as(x0), torch.ones_like(x0), atol=1e-6, rtol=0)
         assert (state.sigma <= 1e-6).all()
     z = randn(x0.shape, seed + 1)
     x_t, _, _ = process.sample(x0, t0, z)
     floor = state.sigma.amax().item()  # Cold operators keep their noise σ at t = 0
-    close(x_t, x0, atol=1e-5 + 6 * floor, rtol=1e-5)
+    close(x_t, x0, atol=tol + 6 * floor, rtol=0)
 
 
 @all_processes
@@ -494,8 +542,13 @@ def test_sample_is_mean_plus_noise_in_the_basis(name, data, t, dtype, seed):
     assert mean.shape == full and mean.dtype == torch.float32
     if process.linear:
         basis = process.basis
-        close(basis(x_t), state.alpha * basis(x0.float()) + state.sigma * z, atol=1e-4, rtol=1e-4)
-        close(x_t, mean + basis.inverse(state.sigma * z), atol=1e-4, rtol=1e-4)
+        c_t = state.alpha * basis(x0.float()) + state.sigma * z
+        # derived: float32 transforms: x_t = Uᵀ c_t then U x_t (2); x_t, the mean (2) and Uᵀ σz (4)
+        tol = transform_tol(basis, process.data_shape, c_t, transforms=2)
+        close(basis(x_t), c_t, atol=tol, rtol=0)
+        noise = state.sigma * z
+        tol = transform_tol(basis, process.data_shape, c_t, noise, c_t - noise, transforms=4)
+        close(x_t, mean + basis.inverse(noise), atol=tol + f32_tol(1, norm(x_t)), rtol=0)
     else:
         close(x_t, mean + state.sigma * z, atol=1e-5, rtol=1e-5)
 
@@ -510,9 +563,14 @@ def test_degrade_is_affine_and_per_sample(name, data, t, a, seed):
     tt = torch.tensor(t)
     x, y = images_in_range((2, *full_shape(process, len(t))), seed)
     d = process.degrade(x, tt)
-    close(process.degrade(a * x + (1 - a) * y, tt), a * d + (1 - a) * process.degrade(y, tt))
-    for i in range(len(t)):
-        close(d[i : i + 1], process.degrade(x[i : i + 1], tt[i : i + 1]))
+    # derived (degrade is float32 only): its rounding steps on each input, scaled as combined
+    terms = degrade_terms(process) + 2
+    tol = f32_tol(terms, norm(a * x + (1 - a) * y) + abs(a) * norm(x) + abs(1 - a) * norm(y))
+    affine = a * d + (1 - a) * process.degrade(y, tt)
+    close(process.degrade(a * x + (1 - a) * y, tt), affine, atol=tol, rtol=0)
+    for i in range(len(t)):  # batch against single rows: derived, twice one degrade's rounding
+        tol = f32_tol(2 * degrade_terms(process), norm(x[i : i + 1]))
+        close(d[i : i + 1], process.degrade(x[i : i + 1], tt[i : i + 1]), atol=tol, rtol=0)
 
 
 @all_processes
@@ -544,7 +602,8 @@ def test_cold_operators_are_deterministic_and_exact_at_t0(name, data, t, seed):
     deg = process.degradation
     at0 = deg.degrade(x0, torch.zeros(len(t)))
     if isinstance(deg, ColdBlur) and deg.padding == "circular":
-        close(at0, x0, atol=1e-6, rtol=0)  # the FFT path: identity up to rounding
+        tol = f32_tol(degrade_terms(process), norm(x0))  # derived: rfft2 + irfft2 in float32
+        close(at0, x0, atol=tol, rtol=0)  # the FFT path: identity up to rounding
     else:
         assert torch.equal(at0, x0)
 
@@ -597,12 +656,19 @@ def test_circular_cold_blur_fft_equals_convolution_and_keeps_channel_means(
     fft = ColdBlur(num_levels, kernel_size, std, to_mean_last_step=False)
     fft.setup(shape, None)
     d = fft.degrade(x0, tt)
-    close(d, conv.degrade(x0, tt), atol=1e-5, rtol=1e-5)
-    close(d.mean((2, 3)), x0.mean((2, 3)), atol=1e-5, rtol=0)  # circular blur keeps the mean
+    # the convolutions in float64 as the reference; derived for the float32 FFT path:
+    # rfft2 + irfft2 (log2 HW rounding steps each) and the complex64 transfer, on ‖x‖
+    reference, x64 = conv.degrade(x0.double(), tt), x0.double()
+    fft_tol = f32_tol(2 * math.ceil(math.log2(shape[1] * shape[2])) + 2, norm(x0))
+    close(d.double(), reference, atol=fft_tol, rtol=0)
+    mean = x64.mean((2, 3))  # circular blur keeps the mean (reference in float64)
+    close(d.double().mean((2, 3)), mean, atol=fft_tol, rtol=0)
     last = ColdBlur(num_levels, kernel_size, std)  # to_mean_last_step: level T is the mean
     last.setup(shape, None)
     d1 = last.degrade(x0, torch.ones(len(t)))
-    close(d1, x0.mean((2, 3), keepdim=True).expand_as(x0), atol=1e-5, rtol=0)
+    # derived: the FFT path, then a float32 mean over H·W pixels of size <= 1
+    tol = fft_tol + f32_tol(shape[1] * shape[2], 1.0)
+    close(d1.double(), mean[..., None, None].expand_as(x64), atol=tol, rtol=0)
 
 
 @PROPS
