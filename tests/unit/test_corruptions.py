@@ -25,6 +25,7 @@ from diffusion_lab.process import ForwardProcess
 from diffusion_lab.samplers import ancestral, ddim, grids, momentum, pf_ode, sde
 from diffusion_lab.schedules import Cosine
 from diffusion_lab.schedules.blur import GeometricBlur
+from tests.numerics import f32_tol
 
 SHAPE = (1, 8, 8)
 
@@ -136,12 +137,12 @@ def test_blur_semigroup_in_alpha():
     """Heat semigroup: blurring by σ1 then σ2 is blurring by √(σ1² + σ2²)."""
     deg = Blur()
     deg.setup(SHAPE, None)
-    lam = deg.basis.frequencies_squared
+    lam = deg.basis.frequencies_squared.double()  # the identity in float64
 
     def alpha(s):
         return torch.exp(-lam * s**2 / 2)
 
-    assert torch.allclose(alpha(1.0) * alpha(2.0), alpha(math.sqrt(5.0)), atol=1e-6)
+    assert torch.allclose(alpha(1.0) * alpha(2.0), alpha(math.sqrt(5.0)), rtol=0, atol=1e-12)
 
 
 def test_gud_endpoints_and_ordering():
@@ -161,8 +162,11 @@ def test_gud_infinite_softness_is_ordinary_diffusion():
     vp = ForwardProcess(VariancePreserving(), Cosine(), SHAPE)
     t = torch.tensor([0.1, 0.5, 0.9])
     a, b = gud.state(t), vp.state(t)
-    assert torch.allclose(a.alpha, b.alpha.expand_as(a.alpha), atol=1e-5)
-    assert torch.allclose(a.sigma, b.sigma.expand_as(a.sigma), atol=1e-5)
+    # derived (GUD is float32 only): the clocks agree to an ulp and |dα/dτ|, |dσ/dτ| <= π/2;
+    # each path is ~8 float32 operations (tan, log, logsigmoid, exp) on values <= 1
+    tol = f32_tol(8 + 2, 1.0)
+    assert torch.allclose(a.alpha, b.alpha.expand_as(a.alpha), rtol=0, atol=tol)
+    assert torch.allclose(a.sigma, b.sigma.expand_as(a.sigma), rtol=0, atol=tol)
 
 
 def test_gud_small_softness_is_sequential():
@@ -205,4 +209,7 @@ def test_ddim_with_constant_sigma_is_cold_alg2():
     x_T = torch.randn(4, *SHAPE, generator=torch.Generator().manual_seed(0))
     a = ddim.sample(restorer, process, x_T, num_steps=12, grid=grid)
     b = cold.improved(restorer, process, x_T, num_steps=12, grid=grid)
-    assert torch.allclose(a, b, atol=1e-5)
+    # derived (process.degrade is float32 only): 12 steps × 6 DCT transforms of inner length
+    # H + W (+1 for the matrix), on values bounded by the per-sample norm
+    scale = max(x_T.flatten(1).norm(dim=1).max(), a.flatten(1).norm(dim=1).max())
+    assert torch.allclose(a, b, rtol=0, atol=f32_tol(12 * 6 * (8 + 8 + 1), scale))

@@ -54,6 +54,7 @@ def digits():
 
 
 def check_against_direct(stats, x):
+    # float64: the statistics accumulate in float64 and are rounded once to float32 (1 ulp)
     x = x.double()
     total = x.var(0, correction=0).sum()
     torch.testing.assert_close(stats.mean, x.mean(0).float(), atol=1e-6, rtol=0)
@@ -85,6 +86,7 @@ def test_synthetic_statistics_match_direct_computation(shape):
     stats = compute_statistics(dm)
     check_against_direct(stats, dm.train_set.tensors[0])
     small_batches = S.compute_dataset_statistics(dm.train_set, batch_size=7)
+    # float64 sums in another order, rounded once to float32: 1 ulp apart at most
     torch.testing.assert_close(small_batches.pca_variance, stats.pca_variance)
 
 
