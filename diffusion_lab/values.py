@@ -51,7 +51,7 @@ KINDS = {  # kind: (test, what a valid value is)
     ),
     "probability_or_null": (
         lambda v: v is None or (_real(v) and 0 <= v < 1),
-        "a number in [0, 1), or null",
+        "a probability in [0, 1), or null",
     ),
     "level": (lambda v: _real(v) and 0 < v <= 1, "a degradation level t in (0, 1]"),
     "guidance": (lambda v: _real(v) and v >= 0, "a number >= 0 (0 unconditional, 1 conditional)"),

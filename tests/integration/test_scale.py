@@ -8,7 +8,7 @@ import pytest
 import torch
 import yaml
 
-from tests.conftest import compose_config, run_cli
+from tests.conftest import compose_config, run_cli, run_main
 
 FAST = ["debug=fast", "evaluation.metrics=[]"]
 
@@ -119,12 +119,18 @@ def test_optuna_sweep_of_two_trials(tmp_path):
     assert "optim.optimizer.lr" in best["best_params"]
 
 
-def test_unknown_optimized_metric_names_the_reported_ones(tmp_path):
-    proc = run_cli(
-        "train.py", *FAST, "optimized_metric=fid_typo", f"hydra.run.dir={tmp_path}/r", cwd=tmp_path
+def test_unknown_optimized_metric_fails_a_sweep_and_only_a_sweep(tmp_path):
+    """A sweep needs the value it optimises: a typo names what was reported (status 2). A single
+    run does not: it finishes (status 0) with a note, its results.json intact."""
+    args = [*FAST, "optimized_metric=fid_typo"]
+    status, _, err = run_main(
+        "train.py", "-m", *args, f"hydra.sweep.dir={tmp_path}/m", root=tmp_path
     )
-    assert proc.returncode == 2
-    assert "optimized_metric=fid_typo" in proc.stderr and "val/loss_ema" in proc.stderr
+    assert status == 2
+    assert "optimized_metric=fid_typo" in err and "val/loss_ema" in err
+    status, _, err = run_main("train.py", *args, f"hydra.run.dir={tmp_path}/r", root=tmp_path)
+    assert status == 0 and "optimized_metric=fid_typo was not reported" in err
+    assert (tmp_path / "r" / "results.json").is_file()
 
 
 def test_slurm_launcher_takes_nodes_and_gpus_from_the_trainer(tmp_path):

@@ -8,7 +8,10 @@ from diffusion_lab.build import ConfigError, build
 from tests.conftest import ROOT, run_cli
 
 CASES = [
-    (["sampler.num_steps=0"], "sampler.num_steps=0 is not valid: it must be an integer >= 1"),
+    (
+        ["sampler.num_steps=0"],
+        "sampler.num_steps=0 is not valid: it must be an integer in [1, 10000]",
+    ),
     (["dataset.batch_size=0"], "dataset.batch_size=0"),
     (["optim.optimizer.lr=-1"], "optim.optimizer.lr=-1 is not valid"),
     (["trainer.max_steps=0"], "trainer.max_steps=0"),
