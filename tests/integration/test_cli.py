@@ -7,7 +7,7 @@ import torch
 
 from diffusion_lab.checkpoint import module_from_checkpoint
 from diffusion_lab.cli.train import train
-from tests.conftest import run_cli
+from tests.conftest import run_cli, run_main
 
 FAST = [
     "debug=fast",
@@ -76,17 +76,20 @@ def test_restore_a_users_image(trained_run):
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = json.loads((cwd / "restore" / "results.json").read_text())
     assert results["start_t"] == 0.5 and results["nfe"] < 2 * 3 - 1  # fewer steps than from t = 1
-    bad = run_cli(
-        "sample.py", f"ckpt_path={run}/checkpoints/last.ckpt", "init_image=missing.png", cwd=cwd
+    status, _, err = run_main(
+        "sample.py", f"ckpt_path={run}/checkpoints/last.ckpt", "init_image=missing.png", root=cwd
     )
-    assert bad.returncode == 2 and "init_image not found" in bad.stderr
+    assert status == 2 and "init_image not found" in err
 
 
 def test_evaluate_from_checkpoint(trained_run):
+    """The CLI path (metrics themselves: test_evaluation.py); bits/dim on 8 images keeps it short."""
     cwd, run = trained_run
     proc = run_cli(
         "evaluate.py",
         f"ckpt_path={run}/checkpoints/last.ckpt",
+        "metrics=[nll]",
+        "evaluation.nll.num_images=8",
         f"hydra.run.dir={cwd}/eval",
         cwd=cwd,
     )
@@ -108,11 +111,10 @@ def test_evaluate_from_checkpoint(trained_run):
     ],
 )
 def test_user_errors_are_clear(tmp_path, script, args, message):
-    proc = run_cli(
-        script, *args, "debug=fast" if script == "train.py" else "num_samples=1", cwd=tmp_path
-    )
-    assert proc.returncode != 0
-    assert message in proc.stderr + proc.stdout
+    extra = "debug=fast" if script == "train.py" else "num_samples=1"
+    status, out, err = run_main(script, *args, extra, root=tmp_path)
+    assert status != 0
+    assert message in err + out
 
 
 def test_corrupt_and_foreign_checkpoints_are_rejected(trained_run, tmp_path):
@@ -125,8 +127,8 @@ def test_corrupt_and_foreign_checkpoints_are_rejected(trained_run, tmp_path):
         (truncated, "could not read checkpoint"),
         (foreign, "not a diffusion_lab checkpoint"),
     ]:
-        proc = run_cli("sample.py", f"ckpt_path={path}", "num_samples=1", cwd=tmp_path)
-        assert proc.returncode == 2 and message in proc.stderr
+        status, _, err = run_main("sample.py", f"ckpt_path={path}", "num_samples=1", root=tmp_path)
+        assert status == 2 and message in err
 
 
 OBJECTIVES = ["denoising", "eps", "v"]
