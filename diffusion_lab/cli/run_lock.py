@@ -8,7 +8,7 @@ run never leaves a stale lock) and, if another process holds it, prints one line
 so a refused command leaves the other run's `.hydra/` as it was. With the lock held, temporary
 files that a killed atomic write left behind (io.remove_orphans) are deleted. Under `-m` each job
 locks its own directory at job start. DDP worker processes (LOCAL_RANK/RANK > 0, which Lightning
-starts in the same run directory) share the lock of rank 0 and take none.
+starts in the same run directory, torchrun and srun tasks) share rank 0's lock and take none.
 """
 
 from __future__ import annotations
@@ -27,8 +27,9 @@ _held: dict[str, int] = {}  # run dir -> open file descriptor holding its lock (
 
 
 def _is_worker() -> bool:
-    """A DDP process other than global rank 0 (Lightning's launcher, torchrun, SLURM)."""
-    return any(os.environ.get(k, "0") not in ("", "0") for k in ("LOCAL_RANK", "NODE_RANK", "RANK"))
+    """A DDP process other than global rank 0 (Lightning's launcher, torchrun, srun tasks)."""
+    keys = ("LOCAL_RANK", "NODE_RANK", "RANK", "SLURM_PROCID")
+    return any(os.environ.get(k, "0") not in ("", "0") for k in keys)
 
 
 def lock_run_dir(run_dir: str | Path) -> None:
