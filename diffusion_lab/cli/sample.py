@@ -104,6 +104,8 @@ def main_impl(cfg: DictConfig) -> dict:
     device = (
         cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
     )
+    if str(device).startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"device={device}, but no CUDA GPU is visible: use device=cpu or auto")
     module.to(device)
     out = Path(cfg.paths.output_dir)
     try:
@@ -141,7 +143,7 @@ def main_impl(cfg: DictConfig) -> dict:
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="sample")
 def main(cfg: DictConfig) -> None:
-    with user_errors(), terminate_on_sigterm("no samples or results.json were written"):
+    with user_errors(), terminate_on_sigterm("results.json was not written"):
         main_impl(cfg)
 
 

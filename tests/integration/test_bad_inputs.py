@@ -136,6 +136,10 @@ CASES = [
 ]
 
 
+if not torch.cuda.is_available():  # on a GPU machine device=cuda is fine
+    CASES.append(("sample_no_gpu", "sample.py", ["ckpt_path={good}", "device=cuda"], "no CUDA GPU"))
+
+
 def assert_one_line_error(status: int, err: str, words: str, expected_status: int = 2) -> None:
     assert status == expected_status, err
     assert err.count("\n") == 1 and err.startswith("error: "), err
