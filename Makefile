@@ -26,7 +26,7 @@ train: .venv/.installed  ## the main job: train on digits, sample, write results
 # oversubscribing. Measured on 2 cores: sequential 11:53, -n 2 by file 7:45, worksteal 7:25.
 XDIST   := -n 2 --dist worksteal
 
-test: .venv/.installed  ## fast test suite (about 8 minutes on 2 CPU cores)
+test: .venv/.installed  ## fast test suite (about 7.5 minutes on 2 CPU cores)
 	OMP_NUM_THREADS=1 $(PY) -m pytest -q $(XDIST) $(ARGS)
 
 test-full: .venv/.installed  ## every test, including those marked slow
