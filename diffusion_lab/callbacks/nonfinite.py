@@ -1,5 +1,5 @@
 """NonFiniteGuard: a step whose loss or gradients are NaN/Inf is skipped, counted, and K of them
-in a row stop training with an error that names the last good checkpoint. Weights (or EMA weights)
+in a row stop training with an error that names the last good checkpoint. Weights
 that became NaN/Inf through a finite but absurd update (e.g. optim.optimizer.lr=inf) stop training
 at once, before any validation or checkpoint of that step, so no non-finite state is ever saved;
 the checkpoint the error names as good is read back and checked to be finite.
@@ -58,15 +58,16 @@ class NonFiniteGuard(pl.Callback):
         pl_module.log("train/skipped_steps", float(self.skipped), on_step=True, on_epoch=False)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        for name, net in (("weights", pl_module.denoiser), ("EMA weights", pl_module.ema)):
-            bad = nonfinite_tensors(dict(net.named_parameters()))
-            if bad:
-                raise FloatingPointError(
-                    f"training stopped at step {trainer.global_step}: the {name} became NaN/Inf "
-                    f"({len(bad)} tensors, e.g. {bad[0]}) after a step with finite gradients, so "
-                    f"the update itself diverged. {self._where(trainer)} a lower "
-                    "optim.optimizer.lr (a finite value such as 1e-3) or trainer.gradient_clip_val."
-                )
+        # The weights only: the EMA (updated after this hook) is a convex combination of weights
+        # checked here, so it can turn non-finite only a step after they did, and they stop it.
+        bad = nonfinite_tensors(dict(pl_module.denoiser.named_parameters()))
+        if bad:
+            raise FloatingPointError(
+                f"training stopped at step {trainer.global_step}: the weights became NaN/Inf "
+                f"({len(bad)} tensors, e.g. {bad[0]}) after a step with finite gradients, so "
+                f"the update itself diverged. {self._where(trainer)} a lower "
+                "optim.optimizer.lr (a finite value such as 1e-3) or trainer.gradient_clip_val."
+            )
 
     @staticmethod
     def _last_good(trainer) -> str | None:
