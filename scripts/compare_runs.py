@@ -24,7 +24,7 @@ from pathlib import Path
 import yaml
 
 QUALITY = ("fid_", "kid_", "is_", "bpd_", "vlb_bpd_")
-NOT_SHOWN = ("_std", "_sem", "_nfe", "_seconds")
+NOT_SHOWN = ("_std", "_sem", "_nfe", "_seconds", "_t_min")
 TAIL = ["global_step", "fit_seconds", "train_images_per_s", "sampling/nfe"]
 
 

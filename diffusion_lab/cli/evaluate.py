@@ -12,6 +12,7 @@ column per metric), the others as scalars `<sampler>/<metric>` at step = NFE; th
 the loggers that take images.
 """
 
+import time
 from pathlib import Path
 
 import hydra
@@ -148,6 +149,7 @@ def main_impl(cfg: DictConfig) -> dict:
 
     rows = []
     for label, num_steps, sampler in settings:
+        start = time.perf_counter()
         scores = evaluate(
             module,
             parts.datamodule,
@@ -156,8 +158,16 @@ def main_impl(cfg: DictConfig) -> dict:
             sampler=sampler,
             floor=False,
         )
+        seconds = time.perf_counter() - start  # sampling and scoring
+        nfe = scores.pop("nfe")
         rows.append(
-            {"sampler": label, "num_steps": num_steps, "nfe": scores.pop("nfe"), "metrics": scores}
+            {
+                "sampler": label,
+                "num_steps": num_steps,
+                "nfe": nfe,
+                "seconds": seconds,
+                "metrics": scores,
+            }
         )
         print(f"{label} {num_steps} steps ({rows[-1]['nfe']} NFE): {scores}")
     results["samplers"] = rows

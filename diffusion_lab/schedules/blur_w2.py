@@ -5,9 +5,15 @@ apart. With the coupling that shares x0, in the DCT basis (second moments m_i = 
 
     W2(σ, σ')² ≤ E‖x_σ − x_σ'‖² = Σ_i m_i (exp(−λ_i σ²/2) − exp(−λ_i σ'²/2))².
 
-We tabulate this distance on a fine geometric grid of σ_B in [σ_min, σ_max], accumulate it into a
-monotone "arc length" s(σ) ∈ [0, 1] and set σ_B(t) = s⁻¹(t) by interpolation, so equal steps in t
-move the data distribution by equal W2 amounts. σ_B(0) = 0 (clean data).
+Refining the steps gives an arc length in u = log σ_B with an analytic speed,
+
+    s(u) = ∫ v(u) du,   v(u) = √(Σ_i m_i (dα_i/du)²),   dα_i/du = −λ_i σ² α_i,
+
+which we integrate (Simpson) on a fine grid of u in [log σ_min, log σ_max], normalise to t ∈ [0, 1]
+and invert: σ_B(t) = exp(u(t)) with u(t) the cubic Hermite interpolant through the knots
+(t_k, u_k) with their exact slopes du/dt = s(u_max)/v(u_k). That is C¹ in t, so α(t) has a
+continuous derivative and adaptive ODE solvers (the likelihood's dopri5) see a smooth field;
+a piecewise-linear table has a kink at every knot. σ_B(0) = 0 (clean data).
 """
 
 import math
@@ -26,12 +32,14 @@ class BlurW2(BlurSchedule):
             raise ValueError(
                 f"schedule needs 0 < sigma_min < sigma_max, got {sigma_min}, {sigma_max}"
             )
+        if resolution < 2:
+            raise ValueError(f"schedule.resolution must be >= 2, got {resolution}")
         self.sigma_min, self.sigma_max, self.resolution = (
             float(sigma_min),
             float(sigma_max),
             int(resolution),
         )
-        self._t = self._sigma = None
+        self._t = self._u = self._tangent = None
 
     def setup(self, degradation, statistics) -> None:
         if statistics is None or statistics.dct_variance is None:
@@ -42,25 +50,45 @@ class BlurW2(BlurSchedule):
         dc = degradation.basis(statistics.mean.double().unsqueeze(0).float()).double()[0]
         second_moment += dc**2  # E[c²] = Var[c] + E[c]²
         lam = degradation.basis.frequencies_squared.double()
-        sigma = torch.exp(
-            torch.linspace(
-                math.log(self.sigma_min),
-                math.log(self.sigma_max),
-                self.resolution,
-                dtype=torch.float64,
-            )
-        )
-        alpha = torch.exp(-lam.unsqueeze(0) * sigma.view(-1, 1, 1, 1) ** 2 / 2)  # (R, 1|C, H, W)
-        step = ((alpha[1:] - alpha[:-1]) ** 2 * second_moment).flatten(1).sum(1).sqrt()
+
+        def speed(u: Tensor) -> Tensor:  # v(u), u (R,) → (R,)
+            var = torch.exp(2 * u).view(-1, 1, 1, 1)
+            d_alpha = lam * var * torch.exp(-lam * var / 2)
+            return (second_moment * d_alpha**2).flatten(1).sum(1).sqrt()
+
+        lo, hi = math.log(self.sigma_min), math.log(self.sigma_max)
+        u = torch.linspace(lo, hi, self.resolution, dtype=torch.float64)
+        h = (hi - lo) / (self.resolution - 1)
+        v, v_mid = speed(u), speed(u[:-1] + h / 2)
+        step = h / 6 * (v[:-1] + 4 * v_mid + v[1:])  # Simpson on each interval
         arc = torch.cat([torch.zeros(1, dtype=torch.float64), torch.cumsum(step, 0)])
-        self._t, self._sigma = (arc / arc[-1]).float(), sigma.float()
+        t = arc / arc[-1]
+        # Hermite tangents per interval in units of Δu: (du/dt)_k · Δt_k = Δs_k / v_k; where v
+        # underflows (nothing left to blur) fall back to the secant. Fritsch–Carlson keeps u(t)
+        # monotone where the exact slopes would overshoot.
+        secant = torch.full_like(step, h)
+        left = torch.where(v[:-1] > 0, step / v[:-1].clamp(min=1e-300), secant)
+        right = torch.where(v[1:] > 0, step / v[1:].clamp(min=1e-300), secant)
+        norm = torch.sqrt((left / h) ** 2 + (right / h) ** 2)
+        scale = torch.where(norm > 3, 3 / norm, torch.ones_like(norm))
+        self._t, self._u = t, u
+        self._tangent = torch.stack([left * scale, right * scale], 1)  # (R − 1, 2)
 
     def sigma_blur(self, t: Tensor) -> Tensor:
         if self._t is None:
             raise RuntimeError("BlurW2 is estimated from data: the builder calls setup() first")
-        grid_t, grid_s = self._t.to(t.device), self._sigma.to(t.device)
-        idx = torch.searchsorted(grid_t, t.clamp(0, 1).contiguous()).clamp(1, len(grid_t) - 1)
-        t0, t1 = grid_t[idx - 1], grid_t[idx]
-        w = ((t - t0) / (t1 - t0).clamp(min=1e-12)).clamp(0, 1)
-        log_s = torch.lerp(torch.log(grid_s[idx - 1]), torch.log(grid_s[idx]), w)
-        return torch.where(t > 0, torch.exp(log_s), torch.zeros_like(t))
+        grid_t, grid_u = self._t.to(t.device), self._u.to(t.device)
+        tangent = self._tangent.to(t.device)
+        tt = t.double().clamp(0, 1).contiguous()
+        k = (torch.searchsorted(grid_t, tt) - 1).clamp(0, len(grid_t) - 2)
+        dt = grid_t[k + 1] - grid_t[k]
+        w = torch.where(dt > 0, (tt - grid_t[k]) / dt.clamp(min=1e-300), 0.0).clamp(0, 1)
+        w2, w3 = w * w, w * w * w
+        u = (
+            (2 * w3 - 3 * w2 + 1) * grid_u[k]
+            + (w3 - 2 * w2 + w) * tangent[k, 0]
+            + (-2 * w3 + 3 * w2) * grid_u[k + 1]
+            + (w3 - w2) * tangent[k, 1]
+        )
+        sigma = torch.exp(u).to(t.dtype if t.is_floating_point() else torch.float32)
+        return torch.where(t > 0, sigma, torch.zeros_like(sigma))
