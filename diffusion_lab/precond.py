@@ -14,6 +14,10 @@ DDPM's c_in = 1 for VP data of unit variance.
 component of the process's basis (a DCT spectrum, PCA variances): EDM's c_skip becomes the Wiener
 filter of each component and c_out its posterior std, so a component the objective does not
 constrain (Soft Score Matching at α ≈ 0) is predicted at the data's own scale, not at σ_d.
+Measured on digits (docs/benchmarks.md), it hurts: per-component c_in whitens the network's input
+(every DCT frequency at unit variance, so a blurred digit arrives as white-looking texture) and
+1500 steps learn blobs, not digits; per-component c_skip and c_out alone (scalar c_in) did no
+better. Blur and blur_noise therefore keep the scalar σ_d.
 """
 
 import torch

@@ -151,7 +151,7 @@ def family_pipeline(name: str, args, out: Path, threads: int) -> dict:
 def summarize(name, target, claim, train, evals, ckpt) -> dict:
     """One table row: quality mean/spread over seeds, bits/dim, NFE, seconds; plus the curve."""
     main = [r for tag, res in evals if not tag.endswith("fewer_steps") for r in res["samplers"]]
-    curve = [r for _, res in evals for r in res["samplers"]]
+    curve = [r for tag, res in evals if tag.startswith("seed0") for r in res["samplers"]]
     keys = sorted({k for r in main for k in r["metrics"] if k.split("_")[0] in ("fid", "kid")})
     keys = [k for k in keys if not k.endswith(("_std", "_sem"))]
     row = {"family": name, "target": target, "claim": claim, "ckpt": str(ckpt)}
@@ -181,8 +181,11 @@ def fmt(v, spread=None) -> str:
 
 
 def table(rows: list[dict], command: str) -> str:
-    fid = next((k for r in rows for k in r if k.startswith("fid_") and "_" not in k[4:]), None)
-    kid = next((k for r in rows for k in r if k.startswith("kid_") and "_" not in k[4:]), None)
+    def key(prefix):  # fid_digits_2k, not its _spread / _seeds companions
+        extra = ("_spread", "_seeds")
+        return next((k for r in rows for k in r if k.startswith(prefix) and not k.endswith(extra)))
+
+    fid, kid = key("fid_"), key("kid_")
     ref = next((r.get(fid) for r in rows if r["family"] == "gaussian"), None)
     floor = next((r["floor"] for r in rows if r["floor"]), {})
     lines = [

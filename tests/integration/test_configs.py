@@ -117,8 +117,8 @@ def test_degradation_picks_matching_defaults(make_cfg, degradation, schedule, ob
 
 
 def test_per_component_sigma_data_is_the_data_rms_in_the_basis(make_cfg):
-    """blur_noise preconditions each DCT frequency with its own RMS over the training images."""
-    parts = build(make_cfg("degradation=blur_noise"))
+    """precond.per_component=true: each DCT frequency with its own RMS over the training images."""
+    parts = build(make_cfg("degradation=blur_noise", "precond.per_component=true"))
     sd = parts.denoiser.sigma_data
     assert sd is not None and sd.shape == parts.process.data_shape
     coefs = parts.process.basis(parts.statistics.images)
