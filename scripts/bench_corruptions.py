@@ -183,7 +183,8 @@ def fmt(v, spread=None) -> str:
 def table(rows: list[dict], command: str) -> str:
     def key(prefix):  # fid_digits_2k, not its _spread / _seeds companions
         extra = ("_spread", "_seeds")
-        return next((k for r in rows for k in r if k.startswith(prefix) and not k.endswith(extra)))
+        keys = (k for r in rows for k in r if k.startswith(prefix) and not k.endswith(extra))
+        return next(keys, prefix + "missing")  # no family was scored: the columns show —
 
     fid, kid = key("fid_"), key("kid_")
     ref = next((r.get(fid) for r in rows if r["family"] == "gaussian"), None)
