@@ -77,6 +77,8 @@ PRESETS = {
             "evaluation.nll.num_images=1000",
             "num_samples=64",
         ],
+        # blur keeps only the channel mean at σ_B ≈ 1.25 × the image side (configs/schedule/)
+        "family": {f: ["schedule.sigma_max=40"] for f in ("blur", "blur_soft_score", "blur_noise")},
         "evaluate": [
             "evaluation.num_samples=10000",
             "evaluation.extractor=inception",
@@ -116,6 +118,7 @@ def family_pipeline(name: str, args, out: Path, threads: int) -> dict:
     py = sys.executable
     if read_json(run_dir / "results.json") is None:
         cmd = [py, "train.py", *preset["train"], *args.set, *overrides]
+        cmd += preset.get("family", {}).get(name, [])
         cmd += ["evaluation.metrics=[nll]", f"hydra.run.dir={run_dir}"]
         run(cmd, out / "logs" / f"{name}_train.log", threads)
         print(f"[{time.strftime('%H:%M:%S')}] {name}: trained", flush=True)

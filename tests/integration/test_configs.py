@@ -96,7 +96,7 @@ def test_incompatible_combinations_name_both_groups(make_cfg, overrides, names):
     "degradation, schedule, objective, sampler",
     [
         ("blur", "blur_geometric", "denoising", "momentum"),
-        ("blur_noise", "blur_w2", "soft_score", "momentum"),
+        ("blur_noise", "blur_w2", "denoising", "momentum"),
         ("mask", "cosine", "soft_score", "momentum"),
         ("gud", "cosine", "gud", "sde"),
         ("cold_blur", "cosine", "cold", "cold"),
