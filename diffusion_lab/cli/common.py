@@ -23,6 +23,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, open_dict, read_write
 from omegaconf.errors import MissingMandatoryValue
 from PIL import Image
+from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from diffusion_lab.checkpoint import CheckpointError
 from diffusion_lab.io import DiskFullError
@@ -106,6 +107,9 @@ def user_errors():
     Anything else is a bug and keeps its traceback."""
     try:
         yield
+    except SIGTERMException:  # Lightning's pre-emption exit is SystemExit(None), status 0: a
+        # script or scheduler would take the stopped run for a finished one (last.ckpt is saved)
+        sys.exit(128 + signal.SIGTERM)
     except Terminated as err:
         fail(err, status=128 + signal.SIGTERM)
     except MissingMandatoryValue as err:
