@@ -14,7 +14,8 @@ Writes into DIR (default outputs/bench_corruptions/<preset>):
   corruptions.md    the table (also printed), with the command line that made it
   corruptions.json  every number behind it
   corruptions.png   one row of samples per family, and FID against NFE per family
-Stages that already have their results.json are skipped, so an interrupted run continues.
+Stages that already have their results.json are skipped, so an interrupted run continues;
+`--report-only` runs nothing and writes the table and figure from what is there.
 Logs of each train/evaluate call go to DIR/logs/.
 """
 
@@ -116,6 +117,8 @@ def family_pipeline(name: str, args, out: Path, threads: int) -> dict:
     preset = PRESETS[args.preset]
     run_dir = out / "runs" / name
     py = sys.executable
+    if read_json(run_dir / "results.json") is None and args.report_only:
+        raise RuntimeError(f"{name}: not trained yet ({run_dir / 'results.json'} missing)")
     if read_json(run_dir / "results.json") is None:
         cmd = [py, "train.py", *preset["train"], *args.set, *overrides]
         cmd += preset.get("family", {}).get(name, [])
@@ -135,6 +138,8 @@ def family_pipeline(name: str, args, out: Path, threads: int) -> dict:
     for seed_index, num_steps in plan:
         tag = f"seed{seed_index}" + ("" if num_steps == ["null"] else "_fewer_steps")
         eval_dir = out / "evals" / name / tag
+        if read_json(eval_dir / "results.json") is None and args.report_only:
+            continue
         if read_json(eval_dir / "results.json") is None:
             cmd = [py, "evaluate.py", f"ckpt_path={ckpt}", "metrics=[fid,kid]"]
             cmd += [*preset["evaluate"], f"num_steps=[{','.join(num_steps)}]"]
@@ -190,12 +195,13 @@ def table(rows: list[dict], command: str) -> str:
         return next(keys, prefix + "missing")  # no family was scored: the columns show —
 
     fid, kid = key("fid_"), key("kid_")
+    bpd = next((r["bpd_key"] for r in rows if r.get("bpd_key")), "bits/dim")
     ref = next((r.get(fid) for r in rows if r["family"] == "gaussian"), None)
     floor = next((r["floor"] for r in rows if r["floor"]), {})
     lines = [
         f"`{command}`",
         "",
-        f"| family | {fid} (mean ± sd over seeds) | × gaussian | target | {kid} | bits/dim "
+        f"| family | {fid} (mean ± sd over seeds) | × gaussian | target | {kid} | {bpd} "
         "| NFE | train s | sampling s (per eval) | paper's claim |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
@@ -261,6 +267,11 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=3, help="sampling seeds per family")
     parser.add_argument("--no-nfe-curve", dest="nfe_curve", action="store_false")
     parser.add_argument("--only", default=None, help="comma-separated families")
+    parser.add_argument(
+        "--report-only",
+        action="store_true",
+        help="run nothing: the table and figure from the results already in --out",
+    )
     parser.add_argument("--set", nargs="*", default=[], help="extra train.py overrides for all")
     args = parser.parse_args()
     names = list(FAMILIES) if args.only is None else args.only.split(",")
@@ -276,12 +287,21 @@ def main() -> None:
     rows = []
     for n, fut in futures.items():
         try:
-            rows.append(fut.result())
+            row = fut.result()
         except Exception as err:  # one failed family does not lose the others
             print(f"{n}: {err}", file=sys.stderr)
+            continue
+        if row.get("nfe") is None:
+            print(f"{n}: no evaluation yet", file=sys.stderr)
+            continue
+        rows.append(row)
     command = "python scripts/bench_corruptions.py " + shlex.join(sys.argv[1:])
     md = table(rows, command.strip())
-    md += f"\n\nTotal wall time {(time.perf_counter() - start) / 60:.1f} min ({args.jobs} jobs).\n"
+    if not args.report_only:
+        md += (
+            f"\n\nTotal wall time {(time.perf_counter() - start) / 60:.1f} min ({args.jobs} jobs)."
+        )
+    md += "\n"
     (out / "corruptions.md").write_text(md)
     (out / "corruptions.json").write_text(json.dumps(rows, indent=1, default=str))
     figure(rows, out / "corruptions.png")
