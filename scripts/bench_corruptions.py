@@ -32,7 +32,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import yaml
+from omegaconf import OmegaConf
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -126,8 +126,8 @@ def family_pipeline(name: str, args, out: Path, threads: int) -> dict:
         run(cmd, out / "logs" / f"{name}_train.log", threads)
         print(f"[{time.strftime('%H:%M:%S')}] {name}: trained", flush=True)
     train = read_json(run_dir / "results.json")
-    cfg = yaml.safe_load((run_dir / ".hydra" / "config.yaml").read_text())
-    steps = int(cfg["sampler"]["num_steps"])
+    cfg = OmegaConf.load(run_dir / ".hydra" / "config.yaml")  # resolves ${degradation.num_levels}
+    steps = int(cfg.sampler.num_steps)
     ckpt = run_dir / "checkpoints" / "last.ckpt"
 
     evals = []
@@ -304,7 +304,8 @@ def main() -> None:
     md += "\n"
     (out / "corruptions.md").write_text(md)
     (out / "corruptions.json").write_text(json.dumps(rows, indent=1, default=str))
-    figure(rows, out / "corruptions.png")
+    if rows:
+        figure(rows, out / "corruptions.png")
     print(md)
     print(f"figure: {out / 'corruptions.png'}")
     if len(rows) < len(names):
