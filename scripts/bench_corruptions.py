@@ -111,9 +111,11 @@ def read_json(path: Path) -> dict | None:
         return None
 
 
-def family_pipeline(name: str, args, out: Path, threads: int) -> dict:
-    """Train one family, then evaluate it at every seed and the reduced step counts."""
-    overrides, target, claim = FAMILIES[name]
+def family_pipeline(
+    name: str, overrides: list[str], target, claim: str, args, out: Path, threads: int
+) -> dict:
+    """Train `name` (train.py with the preset and `overrides`), then evaluate it at every seed and
+    the reduced step counts. Also used by bench_claims.py for its variants."""
     preset = PRESETS[args.preset]
     run_dir = out / "runs" / name
     py = sys.executable
@@ -283,7 +285,9 @@ def main() -> None:
     threads = max(1, (os.cpu_count() or 1) // args.jobs)
     start = time.perf_counter()
     with ThreadPoolExecutor(args.jobs) as pool:
-        futures = {n: pool.submit(family_pipeline, n, args, out, threads) for n in names}
+        futures = {
+            n: pool.submit(family_pipeline, n, *FAMILIES[n], args, out, threads) for n in names
+        }
     rows = []
     for n, fut in futures.items():
         try:

@@ -186,6 +186,26 @@ def test_gud_small_softness_is_sequential():
         assert partial_rows <= 1  # at most one row is being generated at a time
 
 
+def test_gud_whitening_floors_components_without_variance():
+    """Rank-deficient data (10 of 64 pixels vary): the constant pixels are whitened with the floor,
+    not with std ≈ 0, and the variance order spreads the informative pixels over the whole range."""
+    gen = torch.Generator().manual_seed(0)
+    x = torch.full((500, *SHAPE), 0.5)
+    x.view(500, -1)[:, :10] += torch.linspace(0.2, 1.0, 10) * torch.randn(500, 10, generator=gen)
+    gud = GUD(Identity(), softness=1.0, order="variance", whiten=True, variance_floor=1e-3)
+    ForwardProcess(gud, Cosine(), SHAPE).setup(SimpleNamespace(images=x))
+    var = x.var(0).flatten().double()
+    scale = gud.noise_scale.flatten().double()
+    assert torch.allclose(scale[10:] ** 2, 1e-3 * var.mean().expand(54), rtol=1e-5, atol=0)
+    assert torch.allclose(scale[:10] ** 2, var[:10], rtol=1e-5, atol=0)
+    start = gud.start.flatten()
+    assert torch.all(start[10:] == 0)  # below the floor: generated last, together
+    order = 1 - start[:10] / (1 - gud.width)  # ranks 0..9 of the 11 distinct variances, over 10
+    assert sorted(order.tolist()) == pytest.approx([k / 10 for k in range(10)], abs=1e-6)
+    with pytest.raises(ValueError, match="variance_floor"):
+        GUD(Identity(), variance_floor=0)
+
+
 def test_gud_validation():
     with pytest.raises(ValueError, match="softness"):
         GUD(Identity(), softness=0)
