@@ -34,15 +34,20 @@ from diffusion_lab.visualize import plot_metric_vs_nfe
 
 
 def sampler_config(name: str | None, run_cfg: DictConfig) -> DictConfig:
-    """The `sampler=name` config node as the train config composes it (None: the run's own)."""
+    """The `sampler=name` config node as the train config composes it (None: the run's own),
+    placed in the run's config so that interpolations such as Cold Diffusion's
+    `num_steps: ${degradation.num_levels}` read the checkpoint's values, not the defaults'."""
     if name is None:
         return run_cfg.sampler.copy()
     if not isinstance(name, str):
         raise ConfigError(f"samplers: {name!r} is not an option of the sampler group")
     try:
-        return compose(config_name="train", overrides=[f"sampler={name}"]).sampler
+        node = compose(config_name="train", overrides=[f"sampler={name}"]).sampler
     except Exception as err:  # hydra's MissingConfigException and friends
         raise ConfigError(f"samplers: {name!r}: {' '.join(str(err).split())[:300]}") from None
+    cfg = OmegaConf.create(OmegaConf.to_container(run_cfg, resolve=False))
+    cfg.sampler = OmegaConf.to_container(node, resolve=False)
+    return cfg.sampler
 
 
 def sampler_settings(cfg: DictConfig, run_cfg: DictConfig, process) -> list[tuple]:

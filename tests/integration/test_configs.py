@@ -132,3 +132,18 @@ def test_per_component_sigma_data_is_the_data_rms_in_the_basis(make_cfg):
 def test_per_component_sigma_data_rejects_cold_operators(make_cfg):
     with pytest.raises(ConfigError, match="per_component"):
         build(make_cfg("degradation=cold_blur", "precond.per_component=true"))
+
+
+def test_evaluate_composes_a_sampler_inside_the_checkpoints_config(make_cfg):
+    """`evaluate.py samplers=[cold_naive]` on a Cold run: the sampler's
+    `num_steps: ${degradation.num_levels}` reads the run's value (the defaults have no num_levels)."""
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from diffusion_lab.cli.evaluate import sampler_config
+
+    run_cfg = make_cfg("degradation=cold_blur", "degradation.num_levels=7")
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        node = sampler_config("cold_naive", run_cfg)
+    assert node.num_steps == 7 and node._target_ == "diffusion_lab.samplers.cold.naive"
