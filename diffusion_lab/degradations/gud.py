@@ -20,8 +20,9 @@ has components with no variance, whose noise std would otherwise be ~1e-4 and wh
 α²/σ_i² ‖Δĉ0‖² then outweighed everything else (measured: 96 % of the ε-loss in the PCA basis,
 78 % in the DCT basis, on components holding < 0.1 % of the variance). The "variance" order ranks
 the floored variances with ties shared, so the components below the floor are generated last,
-together, and the informative ones spread over the whole order range. Orders: "frequency" (DCT/Fourier: low frequencies first), "variance" (high variance
-first; PCA), "row" / "column" (pixel basis: top rows / left columns first), "none" (all together).
+together, and the informative ones spread over the whole order range.
+Orders: "frequency" (DCT/Fourier: low frequencies first), "variance" (high variance first; PCA),
+"row" / "column" (pixel basis: top rows / left columns first), "none" (all together).
 Shapes: α, σ (B, *data_shape).
 """
 
@@ -89,7 +90,7 @@ class GUD(Degradation):
     def width(self) -> float:
         return 1.0 if self.order == "none" else self.softness / (1 + self.softness)
 
-    def _generation_order(self, data_shape, statistics) -> Tensor:
+    def _generation_order(self, data_shape, variance: Tensor | None) -> Tensor:
         if self.order == "none":
             return torch.ones(data_shape)
         if self.order == "frequency":
@@ -99,7 +100,7 @@ class GUD(Degradation):
                 )
             return _rank01(self.basis.frequencies_squared.expand(data_shape).clone())
         if self.order == "variance":
-            return _rank01(-self._component_variance(data_shape, statistics), shared_ties=True)
+            return _rank01(-variance, shared_ties=True)
         if len(data_shape) != 3:
             raise ValueError(
                 f"degradation.order={self.order} needs images, got data of shape {tuple(data_shape)}"
@@ -121,13 +122,14 @@ class GUD(Degradation):
 
     def setup(self, data_shape, statistics) -> None:
         self.basis.setup(data_shape, statistics)
-        order = self._generation_order(tuple(data_shape), statistics)
-        self.start = (1 - self.width) * (1 - order)
-        self.noise_scale = (
-            self._component_variance(data_shape, statistics).sqrt()
-            if self.whiten
-            else torch.ones(data_shape)
+        variance = (  # one pass of the basis over the statistics images, for order and whitening
+            self._component_variance(data_shape, statistics)
+            if self.whiten or self.order == "variance"
+            else None
         )
+        order = self._generation_order(tuple(data_shape), variance)
+        self.start = (1 - self.width) * (1 - order)
+        self.noise_scale = variance.sqrt() if self.whiten else torch.ones(data_shape)
 
     def alpha_sigma(self, schedule, t: Tensor, data_shape):
         t = t.float().view(-1, *[1] * len(data_shape))
