@@ -3,6 +3,8 @@
 `build(cfg)` instantiates dataset, degradation ∘ schedule, backbone + precond, objective and sampler,
 and raises a `ConfigError` naming both config groups when two choices cannot work together.
 `build_module(cfg, parts)` adds the training concerns (optimizer, EMA) as a DiffusionModule.
+`module_from_checkpoint(path)` rebuilds a trained one: the same build, with the fitted buffers
+(bases, priors, tabulated schedules) taken from the checkpoint instead of computed from data.
 """
 
 from __future__ import annotations
@@ -14,15 +16,30 @@ from functools import partial
 import torch
 from hydra.errors import InstantiationException
 from hydra.utils import get_class, instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 from torch import nn
 
+from diffusion_lab.checkpoint import (
+    CheckpointError,
+    adopt_fitted_shapes,
+    load_checkpoint,
+    nonfinite_tensors,
+)
+from diffusion_lab.data.statistics import DatasetStatistics, load_or_compute
 from diffusion_lab.denoiser import Denoiser
 from diffusion_lab.module import DiffusionModule
 from diffusion_lab.process import ForwardProcess
 from diffusion_lab.values import TRAIN_KEYS, ConfigError, check_values
 
-__all__ = ["ConfigError", "Parts", "build", "build_module", "check_sampler", "choice"]
+__all__ = [
+    "ConfigError",
+    "Parts",
+    "build",
+    "build_module",
+    "check_sampler",
+    "choice",
+    "module_from_checkpoint",
+]
 
 
 @dataclass
@@ -115,8 +132,8 @@ def check_sampler(cfg, sampler, process) -> None:
                 f"{choice(cfg, 'sampler')} needs {needs}; {choice(cfg, 'degradation')} is not one."
                 f"{fix}"
             )
-    if getattr(getattr(grid, "func", grid), "needs_logsnr", False) and not hasattr(
-        process.schedule, "logsnr"
+    if getattr(getattr(grid, "func", grid), "needs_logsnr", False) and not (
+        process.schedule.has_logsnr
     ):
         raise ConfigError(
             f"{choice(cfg, 'sampler/grid')} spaces steps by log-SNR and needs a log-SNR schedule; "
@@ -166,8 +183,17 @@ def _check_conditioning(cfg, datamodule) -> None:
         )
 
 
+def _check_time_density(cfg, objective, process) -> None:
+    if objective.time.needs_logsnr and not process.schedule.has_logsnr:
+        raise ConfigError(
+            f"{choice(cfg, 'objective/time')} draws log(σ/α) and maps it through the schedule's "
+            f"log-SNR inverse; {choice(cfg, 'schedule')} has none. Use objective/time=uniform."
+        )
+
+
 def _per_component_sigma_data(cfg, precond, process, statistics):
-    """precond.per_component=true: σ_d per component of the process's basis, from the data."""
+    """precond.per_component=true: σ_d per component of the process's basis, from the data (None
+    when restoring: the checkpoint holds it)."""
     if not precond.per_component:
         return None
     if not process.linear:
@@ -175,11 +201,13 @@ def _per_component_sigma_data(cfg, precond, process, statistics):
             f"precond.per_component=true needs a degradation diagonal in a basis; "
             f"{choice(cfg, 'degradation')} is a Cold Diffusion operator. Set precond.per_component=false."
         )
-    return statistics.component_rms(process.basis)
+    return statistics.component_rms(process.basis) if statistics is not None else None
 
 
-def build(cfg: DictConfig, statistics=None) -> Parts:
-    """Instantiate and check all groups. `statistics` (from a checkpoint) avoids touching the data."""
+def build(cfg: DictConfig, statistics=None, restore: bool = False) -> Parts:
+    """Instantiate and check all groups. Dataset statistics are computed (or read from the cache)
+    when the process or the preconditioning needs them, unless given as `statistics`; `restore`
+    never touches the data and leaves the fitted buffers empty for a checkpoint to fill."""
     check_values(cfg, TRAIN_KEYS)
     datamodule = _instantiate(cfg, "dataset")
     _check_conditioning(cfg, datamodule)
@@ -187,9 +215,8 @@ def build(cfg: DictConfig, statistics=None) -> Parts:
     _check_schedule(cfg, degradation, schedule)
     process = ForwardProcess(degradation, schedule, datamodule.data_shape)
     precond = _instantiate(cfg, "precond")
-    if (process.needs_statistics or precond.per_component) and statistics is None:
-        from diffusion_lab.data.statistics import load_or_compute
-
+    needed = process.needs_statistics or precond.per_component
+    if needed and statistics is None and not restore:
         statistics = load_or_compute(datamodule, cfg.paths.cache_dir)
     process.setup(statistics)
     _check_backbone(cfg, process.data_shape)
@@ -198,6 +225,7 @@ def build(cfg: DictConfig, statistics=None) -> Parts:
     sampler = _instantiate(cfg, "sampler")
     check_sampler(cfg, sampler, process)
     objective = _instantiate(cfg, "objective")
+    _check_time_density(cfg, objective, process)
     return Parts(datamodule, process, denoiser, objective, sampler, statistics)
 
 
@@ -217,7 +245,6 @@ def build_module(cfg: DictConfig, parts: Parts) -> DiffusionModule:
         num_classes=OmegaConf.select(cfg, "backbone.num_classes"),
         label_dropout=label_dropout(cfg),
         config=OmegaConf.to_container(cfg, resolve=True),
-        statistics=parts.statistics.to_dict() if parts.statistics is not None else None,
     )
     _speed_switches(cfg, module)
     return module
@@ -237,3 +264,67 @@ def _speed_switches(cfg: DictConfig, module: DiffusionModule) -> None:
             denoiser.backbone.to(memory_format=torch.channels_last)
         if cfg.get("compile"):
             denoiser.backbone.compile()
+
+
+def module_from_checkpoint(
+    path,
+    sampler_cfg: DictConfig | None = None,
+    paths: DictConfig | None = None,
+    sampler_choice: str | None = None,
+):
+    """Rebuild the run's DiffusionModule (weights, EMA and fitted buffers loaded) from a checkpoint.
+
+    `sampler_cfg` replaces the sampler the run was trained with (`sampler=NAME`); a node without
+    `_target_` (`+sampler.eta=0.5` alone) changes the stored sampler's knobs instead;
+    `sampler_choice` names the new one in errors. `paths` (this invocation's `paths` group)
+    replaces the stored machine-local paths, so caches and data are read and written where the
+    user running this says, never where the checkpoint's file says. Returns (module, parts, config).
+    """
+    cfg, state_dict, legacy_statistics = load_checkpoint(path)
+    bad = nonfinite_tensors(state_dict)
+    if bad:
+        raise CheckpointError(
+            f"{path} holds non-finite weights ({len(bad)} tensors with NaN/Inf, e.g. {bad[0]}): "
+            "the run diverged before this was written. Use an earlier checkpoint of the run."
+        )
+    with open_dict(cfg):
+        if sampler_cfg is not None and "_target_" not in sampler_cfg:
+            cfg.sampler = OmegaConf.merge(cfg.sampler, sampler_cfg)
+        elif sampler_cfg is not None:
+            cfg.sampler = sampler_cfg
+            cfg.choices = {**(cfg.get("choices") or {}), "sampler": sampler_choice or "?"}
+        if paths is not None:
+            cfg.paths = OmegaConf.to_container(paths, resolve=True)
+            if OmegaConf.select(cfg, "dataset.data_dir") is not None:
+                cfg.dataset.data_dir = cfg.paths.data_dir
+    try:
+        stats = DatasetStatistics.from_dict(legacy_statistics) if legacy_statistics else None
+    except TypeError as err:
+        raise CheckpointError(f"{path} has malformed dataset statistics ({err}).") from None
+    parts = build(cfg, stats, restore=True)
+    module = build_module(cfg, parts)
+    adopt_fitted_shapes(module, state_dict)
+    try:
+        missing, unexpected = module.load_state_dict(state_dict, strict=False)
+    except RuntimeError as err:  # size mismatch
+        first = next(
+            (line.strip() for line in str(err).splitlines() if "size mismatch" in line), ""
+        )
+        raise CheckpointError(
+            f"checkpoint {path} does not fit the model its stored config builds ({first[:200]}): "
+            "the config and the weights come from different runs."
+        ) from None
+    if stats is not None:  # an older checkpoint: buffers added since were rebuilt from its data
+        buffers = {name for name, _ in module.named_buffers()}
+        missing = [key for key in missing if key not in buffers]
+    if missing or unexpected:
+        raise CheckpointError(
+            f"checkpoint {path} does not match the model its config builds "
+            f"(missing {missing[:3]}..., unexpected {unexpected[:3]}...)."
+        )
+    if parts.denoiser.precond.per_component and parts.denoiser.sigma_data is None:
+        raise CheckpointError(
+            f"checkpoint {path} was trained with precond.per_component=true but holds no "
+            "per-component σ_data (denoiser.sigma_data): it is incomplete."
+        )
+    return module.eval(), parts, cfg

@@ -6,6 +6,12 @@ stored config is untrusted too: `load_checkpoint` refuses it unless every `_targ
 this project's configs define (diffusion_lab/allowlist.py), before anything is imported or called.
 `AtomicCheckpointIO` (trainer.plugins) writes each checkpoint through `io.atomic_torch_save`, so a
 kill during a write leaves the previous checkpoint whole.
+
+Fitted state (bases, priors, tabulated schedules) is saved as buffers in the state_dict; no raw
+data travels with a checkpoint. A model is rebuilt with those buffers empty and
+`adopt_fitted_shapes` sizes them from the checkpoint before `load_state_dict` fills them
+(build.module_from_checkpoint). Checkpoints written before this (with `diffusion_lab_statistics`,
+a dataset subset) still load: their statistics rebuild the fitted state as they used to.
 """
 
 from __future__ import annotations
@@ -14,13 +20,14 @@ from pathlib import Path
 
 import torch
 from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
 
 from diffusion_lab.allowlist import ForeignTargetError, check_stored_config
 from diffusion_lab.io import atomic_torch_save
 
 CONFIG_KEY = "diffusion_lab_config"
-STATISTICS_KEY = "diffusion_lab_statistics"
+LEGACY_STATISTICS_KEY = "diffusion_lab_statistics"  # older checkpoints: a dataset subset
 
 
 class CheckpointError(RuntimeError):
@@ -37,7 +44,8 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
 
 def load_checkpoint(path: str | Path) -> tuple[DictConfig, dict, dict | None]:
-    """Read a checkpoint; returns (run config, state_dict, statistics). Raises CheckpointError.
+    """Read a checkpoint; returns (run config, state_dict, legacy statistics or None). Raises
+    CheckpointError.
 
     The stored config is checked against the target allowlist before it is returned, so no caller
     can instantiate a foreign `_target_` from it."""
@@ -76,7 +84,7 @@ def load_checkpoint(path: str | Path) -> tuple[DictConfig, dict, dict | None]:
         raise CheckpointError(
             f"{path} has no state_dict of tensors: it is not a usable checkpoint."
         )
-    return OmegaConf.create(ckpt[CONFIG_KEY]), ckpt["state_dict"], ckpt.get(STATISTICS_KEY)
+    return OmegaConf.create(ckpt[CONFIG_KEY]), ckpt["state_dict"], ckpt.get(LEGACY_STATISTICS_KEY)
 
 
 def nonfinite_tensors(tensors: dict) -> list[str]:
@@ -94,60 +102,18 @@ def nonfinite_tensors(tensors: dict) -> list[str]:
     return bad
 
 
-def module_from_checkpoint(
-    path: str | Path,
-    sampler_cfg: DictConfig | None = None,
-    paths: DictConfig | None = None,
-    sampler_choice: str | None = None,
-):
-    """Rebuild the run's DiffusionModule (weights and EMA loaded) from a checkpoint.
-
-    `sampler_cfg` replaces the sampler the run was trained with (`sampler=NAME`); a node without
-    `_target_` (`+sampler.eta=0.5` alone) changes the stored sampler's knobs instead;
-    `sampler_choice` names the new one in errors. `paths` (this invocation's
-    `paths` group) replaces the stored machine-local paths, so caches and data are read and written
-    where the user running this says, never where the checkpoint's file says. Returns
-    (module, parts, config).
-    """
-    from diffusion_lab.build import build, build_module
-    from diffusion_lab.data.statistics import DatasetStatistics
-
-    cfg, state_dict, statistics = load_checkpoint(path)
-    bad = nonfinite_tensors(state_dict)
-    if bad:
-        raise CheckpointError(
-            f"{path} holds non-finite weights ({len(bad)} tensors with NaN/Inf, e.g. {bad[0]}): "
-            "the run diverged before this was written. Use an earlier checkpoint of the run."
-        )
-    with open_dict(cfg):
-        if sampler_cfg is not None and "_target_" not in sampler_cfg:
-            cfg.sampler = OmegaConf.merge(cfg.sampler, sampler_cfg)
-        elif sampler_cfg is not None:
-            cfg.sampler = sampler_cfg
-            cfg.choices = {**(cfg.get("choices") or {}), "sampler": sampler_choice or "?"}
-        if paths is not None:
-            cfg.paths = OmegaConf.to_container(paths, resolve=True)
-            if OmegaConf.select(cfg, "dataset.data_dir") is not None:
-                cfg.dataset.data_dir = cfg.paths.data_dir
-    try:
-        stats = DatasetStatistics.from_dict(statistics) if statistics else None
-    except TypeError as err:
-        raise CheckpointError(f"{path} has malformed dataset statistics ({err}).") from None
-    parts = build(cfg, stats)
-    module = build_module(cfg, parts)
-    try:
-        missing, unexpected = module.load_state_dict(state_dict, strict=False)
-    except RuntimeError as err:  # size mismatch
-        first = next(
-            (line.strip() for line in str(err).splitlines() if "size mismatch" in line), ""
-        )
-        raise CheckpointError(
-            f"checkpoint {path} does not fit the model its stored config builds ({first[:200]}): "
-            "the config and the weights come from different runs."
-        ) from None
-    if missing or unexpected:
-        raise CheckpointError(
-            f"checkpoint {path} does not match the model its config builds "
-            f"(missing {missing[:3]}..., unexpected {unexpected[:3]}...)."
-        )
-    return module.eval(), parts, cfg
+def adopt_fitted_shapes(module: nn.Module, state_dict: dict) -> list[str]:
+    """Give every empty buffer of `module` (None or 0 elements: fitted state not built yet) the
+    shape and dtype of its entry in `state_dict`, so `load_state_dict` can fill it. Buffers that
+    already have a size, and all parameters, are left as they are (a real mismatch still fails).
+    Returns the names of the buffers it sized."""
+    sized = []
+    for prefix, sub in module.named_modules():
+        for name, buf in list(sub._buffers.items()):
+            key = f"{prefix}.{name}" if prefix else name
+            saved = state_dict.get(key)
+            if torch.is_tensor(saved) and (buf is None or buf.numel() == 0) and saved.numel() > 0:
+                device = buf.device if buf is not None else None
+                sub._buffers[name] = torch.empty_like(saved, device=device)
+                sized.append(key)
+    return sized

@@ -16,7 +16,7 @@ import pytorch_lightning as pl
 import torch
 from torch import Tensor, nn
 
-from diffusion_lab.checkpoint import nonfinite_tensors
+from diffusion_lab.checkpoint import CONFIG_KEY, nonfinite_tensors
 from diffusion_lab.ema import ema_beta, ema_update
 from diffusion_lab.guidance import Guided, drop_labels
 
@@ -77,7 +77,6 @@ class DiffusionModule(pl.LightningModule):
         num_classes: int | None = None,
         label_dropout: float = 0.0,
         config: dict | None = None,
-        statistics: dict | None = None,
     ):
         super().__init__()
         self.process, self.denoiser, self.objective = process, denoiser, objective
@@ -89,9 +88,6 @@ class DiffusionModule(pl.LightningModule):
         # the null label (backbone.num_classes) replaces each training label w.p. label_dropout
         self.num_classes, self.label_dropout = num_classes, float(label_dropout)
         self.config = config or {}
-        self.statistics = (
-            statistics  # dataset statistics the process was built from (plain tensors)
-        )
 
     def train(self, mode: bool = True):
         """The EMA copy always stays in eval mode (no dropout when sampling mid-training)."""
@@ -238,5 +234,4 @@ class DiffusionModule(pl.LightningModule):
                 f"hold NaN/Inf (e.g. {bad[0]}). The run diverged; resume from an earlier checkpoint "
                 "with a lower optim.optimizer.lr."
             )
-        checkpoint["diffusion_lab_config"] = self.config
-        checkpoint["diffusion_lab_statistics"] = self.statistics
+        checkpoint[CONFIG_KEY] = self.config  # fitted state is in the state_dict's buffers

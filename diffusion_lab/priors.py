@@ -19,7 +19,7 @@ _BUFFERS = ("weights", "means", "scale_tril")  # (K,), (K, d), (K, d, d)
 class GaussianMixturePrior(nn.Module):
     def __init__(self):
         super().__init__()
-        for name in _BUFFERS:  # sized by fit(), or by the checkpoint when one is loaded
+        for name in _BUFFERS:  # sized by fit(), or by checkpoint.adopt_fitted_shapes
             self.register_buffer(name, torch.empty(0))
 
     @property
@@ -55,13 +55,6 @@ class GaussianMixturePrior(nn.Module):
         z = torch.randn(n, self.means.shape[1], generator=generator, device=device)
         k, z = k.to(self.means.device), z.to(self.means.device)
         return self.means[k] + (self.scale_tril[k] @ z.unsqueeze(-1)).squeeze(-1)
-
-    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
-        for name in _BUFFERS:  # an unfitted prior takes the checkpoint's sizes
-            saved = state_dict.get(prefix + name)
-            if saved is not None and saved.shape != getattr(self, name).shape:
-                setattr(self, name, torch.empty_like(saved, device=self.weights.device))
-        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def extra_repr(self) -> str:
         if not self.fitted:

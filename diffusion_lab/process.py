@@ -94,14 +94,14 @@ class ForwardProcess(nn.Module):
 
     @property
     def needs_statistics(self) -> bool:
-        return self.degradation.needs_statistics or getattr(
-            self.schedule, "needs_statistics", False
-        )
+        schedule_needs = self.schedule is not None and self.schedule.needs_statistics
+        return self.degradation.needs_statistics or schedule_needs
 
     def setup(self, statistics=None) -> ForwardProcess:
-        """Build the data-dependent parts (basis, prior, estimated schedule); see build.py."""
+        """Build the data-dependent parts (basis, prior, estimated schedule); see build.py.
+        `statistics` None: the fitted buffers are left empty for a checkpoint to fill."""
         self.degradation.setup(self.data_shape, statistics)
-        if hasattr(self.schedule, "setup"):
+        if self.schedule is not None:  # None: Cold operators, which read no schedule
             self.schedule.setup(self.degradation, statistics)
         return self
 
@@ -130,9 +130,9 @@ class ForwardProcess(nn.Module):
 
     def t_from_logsnr(self, logsnr: Tensor) -> Tensor:
         """Invert the schedule: the t at which log(α²/σ²) = logsnr (isotropic Gaussian only)."""
-        if not hasattr(self.schedule, "t_from_logsnr"):
+        if not self.schedule.has_logsnr:
             raise TypeError(f"{type(self.schedule).__name__} has no log-SNR inverse")
         return self.schedule.t_from_logsnr(logsnr)
 
     def extra_repr(self) -> str:
-        return f"data_shape={self.data_shape}, schedule={self.schedule!r}"
+        return f"data_shape={self.data_shape}"

@@ -74,7 +74,7 @@ FID, IS = "fid_digits_2k", "is_digits_2k"
 @torch.no_grad()
 def restoration_rmse(ckpt: Path, t_start: float) -> dict:
     """RMSE of Alg. 1 and Alg. 2 restorations of the test split degraded to t_start."""
-    from diffusion_lab.checkpoint import module_from_checkpoint
+    from diffusion_lab.build import module_from_checkpoint
     from diffusion_lab.metrics.report import _held_out_images
     from diffusion_lab.process import expand_t
     from diffusion_lab.samplers import cold, grids

@@ -234,7 +234,7 @@ def figure(rows: list[dict], path: Path, per_row: int = 12) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from diffusion_lab.checkpoint import module_from_checkpoint
+    from diffusion_lab.build import module_from_checkpoint
 
     fig = plt.figure(figsize=(14, 0.9 * len(rows) + 1))
     grid = fig.add_gridspec(len(rows), 2, width_ratios=[2.2, 1])

@@ -35,7 +35,8 @@ sys.path.insert(0, str(ROOT))
 from hydra import compose, initialize_config_dir  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
 
-from diffusion_lab.checkpoint import CheckpointError, module_from_checkpoint  # noqa: E402
+from diffusion_lab.build import module_from_checkpoint  # noqa: E402
+from diffusion_lab.checkpoint import CheckpointError  # noqa: E402
 from diffusion_lab.cli import CONFIG_DIR  # noqa: E402
 from diffusion_lab.guidance import spread_labels  # noqa: E402
 from diffusion_lab.metrics.classifier import train_or_load_classifier  # noqa: E402

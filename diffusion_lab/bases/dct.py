@@ -26,6 +26,10 @@ class SeparableBasis(nn.Module, abc.ABC):
     and `frequencies_squared` are buffers, so they are saved in state dicts and checkpoints.
     """
 
+    has_frequencies = (
+        True  # frequencies_squared (1, H, W): squared spatial frequency per coefficient
+    )
+
     def __init__(self, data_shape: tuple[int, ...] | None = None):
         super().__init__()
         self.register_buffer("matrix_h", None)  # (H, H)

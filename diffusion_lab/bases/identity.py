@@ -6,6 +6,8 @@ from torch import Tensor, nn
 class Identity(nn.Module):
     """U = I: coefficients are the pixels themselves."""
 
+    has_frequencies = False
+
     def setup(self, data_shape, statistics=None) -> "Identity":
         return self
 

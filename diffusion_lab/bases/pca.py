@@ -22,14 +22,19 @@ from torch import Tensor, nn
 class PCA(nn.Module):
     """Orthonormal basis of covariance eigenvectors, built from dataset statistics in `setup`."""
 
+    has_frequencies = False
+
     def __init__(self):
         super().__init__()
         self.register_buffer("components", None)  # (D, D), one eigenvector per column
         self.register_buffer("variance", None)  # data_shape
 
     def setup(self, data_shape: tuple[int, ...], statistics) -> "PCA":
-        """Take V and v from `statistics` (a DatasetStatistics computed with pca enabled)."""
-        components = getattr(statistics, "pca_components", None)
+        """Take V and v from `statistics` (a DatasetStatistics computed with pca enabled).
+        `statistics` None: V and v come from a checkpoint (build.module_from_checkpoint)."""
+        if statistics is None:
+            return self
+        components = statistics.pca_components
         if components is None:
             raise ValueError(
                 "the PCA basis needs dataset statistics with PCA components; compute them with "

@@ -22,8 +22,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 from pytorch_lightning.loggers import Logger, WandbLogger
 
-from diffusion_lab.build import check_sampler
-from diffusion_lab.checkpoint import module_from_checkpoint
+from diffusion_lab.build import check_sampler, module_from_checkpoint
 from diffusion_lab.cli import CONFIG_DIR
 from diffusion_lab.cli.common import terminate_on_sigterm, user_errors
 from diffusion_lab.loggers import log_image

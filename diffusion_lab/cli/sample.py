@@ -16,7 +16,7 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from diffusion_lab.checkpoint import module_from_checkpoint
+from diffusion_lab.build import module_from_checkpoint
 from diffusion_lab.cli import CONFIG_DIR
 from diffusion_lab.cli.common import sample_and_save, terminate_on_sigterm, user_errors
 from diffusion_lab.guidance import spread_labels

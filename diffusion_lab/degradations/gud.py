@@ -94,7 +94,7 @@ class GUD(Degradation):
         if self.order == "none":
             return torch.ones(data_shape)
         if self.order == "frequency":
-            if not hasattr(self.basis, "frequencies_squared"):
+            if not self.basis.has_frequencies:
                 raise ValueError(
                     "degradation.order=frequency needs degradation.basis=dct or fourier"
                 )
@@ -111,27 +111,31 @@ class GUD(Degradation):
         return _rank01(index.float()).expand(data_shape).clone()
 
     def _component_variance(self, data_shape, statistics) -> Tensor:
-        if statistics is None:
-            raise ValueError(
-                "degradation=gud with order=variance or whiten=true needs dataset statistics"
-            )
         images = statistics.images.float()
         variance = self.basis(images).var(0)
         floor = max(self.variance_floor * variance.mean().item(), 1e-12)
         return variance.clamp(min=floor).view(data_shape)
 
     def setup(self, data_shape, statistics) -> None:
+        """`statistics` None: the data-dependent start times and noise scales (order=variance,
+        whiten=true) and the PCA basis come from a checkpoint."""
         self.basis.setup(data_shape, statistics)
+        data_dependent = self.whiten or self.order == "variance"
+        if statistics is None and data_dependent:
+            return
         variance = (  # one pass of the basis over the statistics images, for order and whitening
-            self._component_variance(data_shape, statistics)
-            if self.whiten or self.order == "variance"
-            else None
+            self._component_variance(data_shape, statistics) if data_dependent else None
         )
         order = self._generation_order(tuple(data_shape), variance)
         self.start = (1 - self.width) * (1 - order)
         self.noise_scale = variance.sqrt() if self.whiten else torch.ones(data_shape)
 
     def alpha_sigma(self, schedule, t: Tensor, data_shape):
+        if self.start.numel() == 0:
+            raise RuntimeError(
+                "degradation=gud is not set up: build it with dataset statistics (build()) or "
+                "load a checkpoint that holds its start times and noise scales"
+            )
         t = t.float().view(-1, *[1] * len(data_shape))
         tau = ((t - self.start) / self.width).clamp(0, 1)
         logsnr = schedule.logsnr(tau)

@@ -3,6 +3,9 @@
 uniform     t ~ U[t_min, 1]
 stratified  one draw per stratum [i/B, (i+1)/B) of the batch (lower variance; Kingma et al. 2021)
 log_normal  log(σ/α) ~ N(P_mean, P_std²), mapped to t by the schedule's inverse (Karras et al. 2022)
+
+`needs_logsnr` declares that a density maps through the schedule's log-SNR inverse (build.py
+checks it against `schedule.has_logsnr`).
 """
 
 import math
@@ -12,6 +15,8 @@ from torch import Tensor
 
 
 class Uniform:
+    needs_logsnr = False
+
     def __init__(self, t_min: float = 1e-4):
         if not 0 <= t_min < 1:
             raise ValueError(f"objective.time.t_min must lie in [0, 1), got {t_min}")
@@ -31,6 +36,8 @@ class Stratified(Uniform):
 
 
 class LogNormal(Uniform):
+    needs_logsnr = True
+
     def __init__(self, p_mean: float = -1.2, p_std: float = 1.2, t_min: float = 1e-4):
         super().__init__(t_min)
         self.p_mean, self.p_std = float(p_mean), float(p_std)

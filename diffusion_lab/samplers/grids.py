@@ -32,7 +32,7 @@ def uniform(process, num_steps: int, t_max: float = 1.0, t_min: float | None = N
 
 
 def _logsnr_at_1(process) -> float:
-    if not hasattr(process.schedule, "logsnr"):
+    if not process.schedule.has_logsnr:
         raise TypeError(
             f"this grid needs a log-SNR schedule, got {type(process.schedule).__name__}"
         )

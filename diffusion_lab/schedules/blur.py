@@ -10,23 +10,19 @@ import math
 import torch
 from torch import Tensor
 
+from diffusion_lab.schedules.base import Schedule
 
-class BlurSchedule:
+
+class BlurSchedule(Schedule):
     """The interface: σ_B(t), the std of the Gaussian blur kernel (pixels) at time t."""
 
     def sigma_blur(self, t: Tensor) -> Tensor:
         raise NotImplementedError
 
-    def setup(self, degradation, statistics) -> None:
-        """Estimate data-dependent parts (see BlurW2). Default: nothing."""
-
-    def __repr__(self) -> str:
-        args = ", ".join(f"{k}={v}" for k, v in vars(self).items() if not k.startswith("_"))
-        return f"{type(self).__name__}({args})"
-
 
 class GeometricBlur(BlurSchedule):
     def __init__(self, sigma_min: float = 0.5, sigma_max: float = 8.0):
+        super().__init__()
         if not 0 < sigma_min < sigma_max:
             raise ValueError(
                 f"schedule needs 0 < sigma_min < sigma_max, got {sigma_min}, {sigma_max}"

@@ -28,6 +28,7 @@ class BlurW2(BlurSchedule):
     needs_statistics = True
 
     def __init__(self, sigma_min: float = 0.5, sigma_max: float = 8.0, resolution: int = 512):
+        super().__init__()
         if not 0 < sigma_min < sigma_max:
             raise ValueError(
                 f"schedule needs 0 < sigma_min < sigma_max, got {sigma_min}, {sigma_max}"
@@ -39,10 +40,14 @@ class BlurW2(BlurSchedule):
             float(sigma_max),
             int(resolution),
         )
-        self._t = self._u = self._tangent = None
+        # the fitted table (R,), (R,), (R − 1, 2): buffers, sized by setup() or by the checkpoint
+        for name in ("grid_t", "grid_u", "tangent"):
+            self.register_buffer(name, torch.zeros(0, dtype=torch.float64))
 
     def setup(self, degradation, statistics) -> None:
-        if statistics is None or statistics.dct_variance is None:
+        if statistics is None:  # restoring: the table comes from the checkpoint
+            return
+        if statistics.dct_variance is None:
             raise ValueError(
                 "schedule=blur_w2 needs dataset statistics of image data (DCT second moments)"
             )
@@ -71,14 +76,17 @@ class BlurW2(BlurSchedule):
         right = torch.where(v[1:] > 0, step / v[1:].clamp(min=1e-300), secant)
         norm = torch.sqrt((left / h) ** 2 + (right / h) ** 2)
         scale = torch.where(norm > 3, 3 / norm, torch.ones_like(norm))
-        self._t, self._u = t, u
-        self._tangent = torch.stack([left * scale, right * scale], 1)  # (R − 1, 2)
+        self.grid_t, self.grid_u = t, u
+        self.tangent = torch.stack([left * scale, right * scale], 1)  # (R − 1, 2)
 
     def sigma_blur(self, t: Tensor) -> Tensor:
-        if self._t is None:
-            raise RuntimeError("BlurW2 is estimated from data: the builder calls setup() first")
-        grid_t, grid_u = self._t.to(t.device), self._u.to(t.device)
-        tangent = self._tangent.to(t.device)
+        if self.grid_t.numel() == 0:
+            raise RuntimeError(
+                "schedule=blur_w2 is estimated from data: build the process with dataset "
+                "statistics (build()) or load a checkpoint that holds its table"
+            )
+        grid_t, grid_u = self.grid_t.to(t.device), self.grid_u.to(t.device)
+        tangent = self.tangent.to(t.device)
         tt = t.double().clamp(0, 1).contiguous()
         k = (torch.searchsorted(grid_t, tt) - 1).clamp(0, len(grid_t) - 2)
         dt = grid_t[k + 1] - grid_t[k]

@@ -18,6 +18,7 @@ from diffusion_lab.schedules.base import LogSNRSchedule
 
 class Cosine(LogSNRSchedule):
     def __init__(self, logsnr_min: float = -10.0, logsnr_max: float | None = None):
+        super().__init__()
         logsnr_max = math.inf if logsnr_max is None else float(logsnr_max)
         if not logsnr_min < logsnr_max:
             raise ValueError(

@@ -15,6 +15,7 @@ from diffusion_lab.schedules.base import LogSNRSchedule
 
 class EDM(LogSNRSchedule):
     def __init__(self, sigma_max: float = 80.0, rho: float = 7.0, sigma_min: float = 0.0):
+        super().__init__()
         if not 0 <= sigma_min < sigma_max or rho <= 0:
             raise ValueError(
                 f"schedule needs 0 <= sigma_min < sigma_max and rho > 0, got {sigma_min}, {sigma_max}, {rho}"

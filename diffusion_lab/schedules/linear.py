@@ -15,6 +15,7 @@ from diffusion_lab.schedules.base import LogSNRSchedule
 
 class LinearBeta(LogSNRSchedule):
     def __init__(self, beta_min: float = 0.1, beta_max: float = 20.0):
+        super().__init__()
         if not 0 < beta_min < beta_max:
             raise ValueError(f"schedule needs 0 < beta_min < beta_max, got {beta_min}, {beta_max}")
         self.beta_min, self.beta_max = float(beta_min), float(beta_max)

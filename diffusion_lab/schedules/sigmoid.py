@@ -19,6 +19,7 @@ class Sigmoid(LogSNRSchedule):
     def __init__(
         self, start: float = -3.0, end: float = 3.0, tau: float = 1.0, clip_min: float = 1e-9
     ):
+        super().__init__()
         if not start < end or tau <= 0:
             raise ValueError(f"schedule needs start < end and tau > 0, got {start}, {end}, {tau}")
         self.start, self.end, self.tau, self.clip_min = (

@@ -5,7 +5,8 @@ import json
 import pytest
 import torch
 
-from diffusion_lab.checkpoint import module_from_checkpoint
+from diffusion_lab.build import build, module_from_checkpoint
+from diffusion_lab.checkpoint import LEGACY_STATISTICS_KEY
 from diffusion_lab.cli.train import train
 from tests.conftest import run_cli, run_main
 
@@ -223,11 +224,41 @@ CORRUPTIONS = [
 ]
 
 
+def _no_data(*args, **kwargs):
+    raise AssertionError("restoring a checkpoint read the dataset")
+
+
 @pytest.mark.parametrize("overrides", CORRUPTIONS, ids=[" ".join(o) for o in CORRUPTIONS])
-def test_every_corruption_trains_and_samples(make_cfg, overrides):
+def test_every_corruption_trains_and_samples(make_cfg, monkeypatch, overrides):
+    """Trains, and restores from its checkpoint alone: no raw data inside, none read, and the
+    fitted state (bases, priors, tables) equal to what a build from the data gives."""
     results = train(make_cfg(*FAST, *overrides))
     assert results["global_step"] == 2 and all(v == v for v in results["metrics"].values())
-    module, _, _ = module_from_checkpoint(results["checkpoint"])
+    assert LEGACY_STATISTICS_KEY not in torch.load(results["checkpoint"], weights_only=True)
+    with monkeypatch.context() as m:
+        m.setattr("diffusion_lab.build.load_or_compute", _no_data)
+        module, _, cfg = module_from_checkpoint(results["checkpoint"])
+    fitted = build(cfg).process.state_dict()
+    restored = module.process.state_dict()
+    assert fitted.keys() == restored.keys()
+    assert all(torch.equal(fitted[k], restored[k]) for k in fitted)
     if module.process.has_prior:
         x, _ = module.generate(2, seed=0)
         assert torch.isfinite(x).all()
+
+
+def test_checkpoints_with_dataset_statistics_still_load(make_cfg, tmp_path):
+    """Checkpoints written before fitted state moved into buffers carry the dataset statistics
+    and lack the newer buffers (here BlurW2's table): they rebuild it from those statistics."""
+    overrides = ["degradation=blur_noise", "schedule=blur_w2", "precond.per_component=true"]
+    results = train(make_cfg(*FAST, *overrides))
+    new, _, cfg = module_from_checkpoint(results["checkpoint"])
+    ckpt = torch.load(results["checkpoint"], weights_only=True)
+    for key in [k for k in ckpt["state_dict"] if ".schedule." in k]:
+        del ckpt["state_dict"][key]
+    ckpt[LEGACY_STATISTICS_KEY] = build(cfg).statistics.to_dict()
+    torch.save(ckpt, tmp_path / "legacy.ckpt")
+    old, _, _ = module_from_checkpoint(tmp_path / "legacy.ckpt")
+    t = torch.linspace(0, 1, 33)
+    assert torch.equal(old.process.schedule.sigma_blur(t), new.process.schedule.sigma_blur(t))
+    assert torch.equal(old.denoiser.sigma_data, new.denoiser.sigma_data)

@@ -7,8 +7,7 @@ import json
 import pytest
 import torch
 
-from diffusion_lab.build import ConfigError, build, build_module
-from diffusion_lab.checkpoint import module_from_checkpoint
+from diffusion_lab.build import ConfigError, build, build_module, module_from_checkpoint
 from tests.conftest import run_cli
 
 CONDITIONAL = ["conditional=true", "backbone.num_classes=10"]

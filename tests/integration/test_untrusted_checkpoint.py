@@ -15,7 +15,8 @@ import torch
 from omegaconf import OmegaConf
 
 from diffusion_lab.allowlist import ForeignTargetError, allowed_targets, check_stored_config
-from diffusion_lab.checkpoint import CONFIG_KEY, CheckpointError, module_from_checkpoint
+from diffusion_lab.build import module_from_checkpoint
+from diffusion_lab.checkpoint import CONFIG_KEY, CheckpointError
 from diffusion_lab.cli.train import train
 from tests.conftest import ROOT, compose_config, run_main
 

@@ -177,10 +177,11 @@ def test_pca_sign_convention_and_buffers():
 
 
 def test_missing_setup_or_statistics_is_a_clear_error():
+    no_pca = compute_dataset_statistics(TensorDataset(torch.randn(8, 2), torch.zeros(8)), pca=False)
     with pytest.raises(ValueError, match="pca=True"):
-        PCA().setup((2,), None)
+        PCA().setup((2,), no_pca)
     with pytest.raises(RuntimeError, match="not set up"):
-        PCA()(torch.zeros(1, 2))
+        PCA().setup((2,), None)(torch.zeros(1, 2))  # None: left for a checkpoint to fill
     with pytest.raises(RuntimeError, match="not set up"):
         DCT()(torch.zeros(1, 1, 4, 4))
     with pytest.raises(ValueError, match="needs images"):

@@ -10,6 +10,7 @@ import torchvision.transforms.functional as TF
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
+from diffusion_lab.checkpoint import adopt_fitted_shapes
 from diffusion_lab.degradations import ColdBlur, Pixelate, Snow
 from diffusion_lab.objectives import time as times
 from diffusion_lab.objectives.cold import Cold
@@ -176,6 +177,7 @@ def test_gmm_recovers_a_two_component_mixture_and_samples_are_seeded():
     assert (draw[:, 0] > 0).float().mean().item() == pytest.approx(0.3, abs=0.03)
     assert torch.equal(draw, prior.sample(4000, torch.Generator().manual_seed(5)))
     loaded = GaussianMixturePrior()  # unfitted: takes its sizes from the checkpoint
+    assert adopt_fitted_shapes(loaded, prior.state_dict()) == ["weights", "means", "scale_tril"]
     loaded.load_state_dict(prior.state_dict())
     same_seed = [m.sample(8, torch.Generator().manual_seed(1)) for m in (loaded, prior)]
     assert torch.equal(*same_seed)
@@ -188,7 +190,8 @@ def test_priors_have_the_right_shape_and_live_in_the_checkpoint():
         process = ForwardProcess(deg, None, SHAPE).setup(_statistics())
         x = process.prior(5, generator=torch.Generator().manual_seed(0))
         assert x.shape == (5, *SHAPE) and torch.isfinite(x).all()
-        fresh = ForwardProcess(type(deg)(num_levels=4), None, SHAPE)
+        fresh = ForwardProcess(type(deg)(num_levels=4), None, SHAPE).setup(None)
+        adopt_fitted_shapes(fresh, process.state_dict())
         fresh.load_state_dict(process.state_dict())
         assert torch.equal(fresh.prior(5, generator=torch.Generator().manual_seed(0)), x)
     spread = x - x.mean((2, 3), keepdim=True)  # pixelate: 4×4 coarse pixels vary over the image

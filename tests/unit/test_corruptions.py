@@ -213,9 +213,10 @@ def test_gud_validation():
         GUD(Identity(), order="diagonal")
 
 
-def test_pca_gud_needs_statistics():
-    with pytest.raises(Exception, match="statistic"):
-        ForwardProcess(GUD(PCA(), order="variance"), Cosine(), SHAPE).setup(None)
+def test_pca_gud_without_statistics_is_left_for_a_checkpoint():
+    process = ForwardProcess(GUD(PCA(), order="variance"), Cosine(), SHAPE).setup(None)
+    with pytest.raises(RuntimeError, match="gud is not set up"):
+        process.sample(torch.zeros(2, *SHAPE), torch.full((2,), 0.5))
 
 
 def test_ddim_with_constant_sigma_is_cold_alg2():
