@@ -128,6 +128,10 @@ class ForwardProcess(nn.Module):
         """Draw x_1 from the prior. Gaussian processes: N(0, σ(1)² I) since α(1) ≈ 0."""
         return self.degradation.prior(self.schedule, (batch, *self.data_shape), device, generator)
 
+    def prior_log_prob(self, x1: Tensor) -> Tensor:
+        """log p_1(x1) (B,), nats: the density of what `prior` draws (each degradation's own)."""
+        return self.degradation.prior_log_prob(self.schedule, x1)
+
     def t_from_logsnr(self, logsnr: Tensor) -> Tensor:
         """Invert the schedule: the t at which log(α²/σ²) = logsnr (isotropic Gaussian only)."""
         if not self.schedule.has_logsnr:

@@ -14,11 +14,15 @@ Methods (t is (B,), x is (B, *data_shape)):
     alpha_sigma(schedule, t, data_shape)     -> (α, σ) in basis coordinates
     noise_cond(schedule, t)                  -> (B,) finite scalar for the backbone's embedding
     prior(schedule, shape, device, generator)-> a draw of x_1
+    prior_log_prob(schedule, x1)             -> (B,) log-density (nats) of what `prior` draws;
+                                                the PF-ODE likelihood ends there (metrics/likelihood.py)
     degrade(x0, t)                           -> the noise-free E[x_t | x0]   (non-linear only)
 """
 
+import math
+
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from diffusion_lab.bases import Identity
 
@@ -40,3 +44,23 @@ class Degradation(nn.Module):
 
     def prior(self, schedule, shape, device=None, generator=None) -> torch.Tensor:
         raise NotImplementedError
+
+    def prior_log_prob(self, schedule, x1: Tensor) -> Tensor:
+        raise NotImplementedError(
+            f"no closed-form prior log-density for degradation {type(self).__name__}: pass "
+            "prior=callable(x1) -> (B,) to bits_per_dim"
+        )
+
+
+def normal_log_prob(c: Tensor, var: Tensor) -> Tensor:
+    """log N(c; 0, var), elementwise."""
+    return -0.5 * (c**2 / var + torch.log(2 * math.pi * var))
+
+
+def gaussian_prior_log_prob(degradation: Degradation, schedule, x1: Tensor) -> Tensor:
+    """log p_1(x1) (B,) for the prior x_1 = Uᵀ(σ(1) ⊙ z): N(0, σ_i(1)²) per basis component, in
+    float64 (the priors of the Gaussian, GUD and mask degradations)."""
+    t1 = torch.ones(x1.shape[0], device=x1.device)
+    _, sigma = degradation.alpha_sigma(schedule, t1, tuple(x1.shape[1:]))
+    c1 = degradation.basis(x1.double())
+    return normal_log_prob(c1, sigma.double() ** 2).flatten(1).sum(1)

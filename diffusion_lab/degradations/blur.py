@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 
 from diffusion_lab.bases import DCT
-from diffusion_lab.degradations.base import Degradation
+from diffusion_lab.degradations.base import Degradation, normal_log_prob
 from diffusion_lab.priors import GaussianMixturePrior
 from diffusion_lab.schedules.blur import BlurSchedule
 
@@ -80,6 +80,31 @@ class Blur(Degradation):
         alpha, sigma = self.alpha_sigma(schedule, torch.ones(batch), shape[1:])
         c1 = alpha.cpu() * c0 + sigma.cpu() * torch.randn(shape, generator=generator)
         return self.basis.inverse(c1.to(self.coef_std.device)).to(device)
+
+    def prior_log_prob(self, schedule, x1: Tensor) -> Tensor:
+        """log p_1 of `prior`: non-DC coefficients N(0, α(1)² s_i² + σ(1)²); the DC per channel
+        the fitted GMM convolved with N(0, σ(1)² I)."""
+        if self.coef_std.numel() == 0 or not self.dc_prior.fitted:
+            raise RuntimeError("the blur prior is not fitted: build the process with build()")
+        c1 = self.basis(x1.double())
+        alpha, sigma = self.alpha_sigma(
+            schedule, torch.ones(len(x1), device=x1.device), x1.shape[1:]
+        )
+        alpha, sigma = alpha.double().expand_as(c1), sigma.double().expand_as(c1)
+        log_p = normal_log_prob(c1, alpha**2 * self.coef_std.double() ** 2 + sigma**2)
+        log_p[:, :, 0, 0] = 0  # the DC coefficients are scored jointly below
+        gmm = self.dc_prior
+        a_dc, s_dc = alpha[:, :, 0, 0], sigma[:, :, 0, 0]  # (B, C)
+        cov = gmm.scale_tril.double() @ gmm.scale_tril.double().transpose(-1, -2)  # (K, C, C)
+        cov = (
+            a_dc[:, None, :, None] * cov * a_dc[:, None, None, :]
+            + torch.diag_embed(s_dc**2)[:, None]
+        )
+        mvn = torch.distributions.MultivariateNormal(a_dc[:, None] * gmm.means.double(), cov)
+        log_dc = torch.logsumexp(
+            torch.log(gmm.weights.double()) + mvn.log_prob(c1[:, None, :, 0, 0]), 1
+        )
+        return log_p.flatten(1).sum(1) + log_dc
 
 
 class BlurNoise(Blur):

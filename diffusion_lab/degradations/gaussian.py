@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from diffusion_lab.degradations.base import Degradation
+from diffusion_lab.degradations.base import Degradation, gaussian_prior_log_prob
 from diffusion_lab.schedules.base import LogSNRSchedule
 
 LOGSNR_CLAMP = 40.0  # keeps the noise embedding finite at t = 0 (λ = +∞)
@@ -39,6 +39,9 @@ class _Gaussian(Degradation):
         t1 = torch.ones(shape[0], device=device)
         _, sigma = self.alpha_sigma(schedule, t1, shape[1:])
         return sigma * torch.randn(shape, device=device, generator=generator)
+
+    def prior_log_prob(self, schedule, x1: Tensor) -> Tensor:
+        return gaussian_prior_log_prob(self, schedule, x1)
 
 
 class VariancePreserving(_Gaussian):

@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from diffusion_lab.degradations.base import Degradation
+from diffusion_lab.degradations.base import Degradation, gaussian_prior_log_prob
 from diffusion_lab.schedules.base import LogSNRSchedule
 
 ORDERS = ("none", "frequency", "variance", "row", "column")
@@ -152,3 +152,6 @@ class GUD(Degradation):
         )
         z = torch.randn(shape, generator=generator).to(sigma.device)
         return self.basis.inverse(sigma * z).to(device)
+
+    def prior_log_prob(self, schedule, x1: Tensor) -> Tensor:
+        return gaussian_prior_log_prob(self, schedule, x1)

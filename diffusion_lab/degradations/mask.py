@@ -15,7 +15,7 @@ import math
 import torch
 from torch import Tensor
 
-from diffusion_lab.degradations.base import Degradation
+from diffusion_lab.degradations.base import Degradation, gaussian_prior_log_prob
 from diffusion_lab.degradations.blur import ALPHA_MIN
 
 
@@ -57,3 +57,6 @@ class Mask(Degradation):
 
     def prior(self, schedule, shape, device=None, generator=None) -> Tensor:
         return self.noise_max * torch.randn(shape, generator=generator).to(device)
+
+    def prior_log_prob(self, schedule, x1: Tensor) -> Tensor:
+        return gaussian_prior_log_prob(self, schedule, x1)

@@ -13,7 +13,6 @@ from diffusion_lab.metrics.likelihood import (
     Likelihood,
     bits_per_dim,
     default_t_min,
-    prior_log_prob,
     uniform_dequantize,
 )
 from diffusion_lab.metrics.vlb import VariationalBound, ddpm_vlb_bits_per_dim
@@ -24,7 +23,6 @@ __all__ = [
     "bits_per_dim",
     "ddpm_vlb_bits_per_dim",
     "default_t_min",
-    "prior_log_prob",
     "uniform_dequantize",
     "DomainClassifier",
     "InceptionWeightsUnavailable",

@@ -27,7 +27,8 @@ with a noise floor (blur, blur_noise, mask) never get below it: there t_min = 1e
 is the density of the data smoothed at the floor's ratio σ/α(0⁺), which is the most their model
 defines (heat dissipation at σ_B(0⁺) > 0 makes this large for high frequencies).
 
-Prior. log p_1 is the log-density of what `process.prior` draws (`prior_log_prob`): exact for the
+Prior. log p_1 is the log-density of what `process.prior` draws (`process.prior_log_prob`,
+owned by each degradation): exact for the
 Gaussian (VP, VE), GUD and mask priors, N(0, σ(1)²) per component, and for blur/blur_noise, whose
 non-DC coefficients are N(0, α(1)² s_i² + σ(1)²) and whose per-channel DC is the fitted GMM
 convolved with N(0, σ(1)² I). The result is therefore the exact likelihood of the generative model
@@ -55,14 +56,9 @@ import torchdiffeq
 from torch import Tensor
 from torch.func import jvp
 
-from diffusion_lab.degradations.blur import Blur
-from diffusion_lab.degradations.gaussian import VarianceExploding, VariancePreserving
-from diffusion_lab.degradations.gud import GUD
-from diffusion_lab.degradations.mask import Mask
 from diffusion_lab.process import State, expand_t
 
 _ADAPTIVE_RK = ("dopri5", "dopri8", "bosh3", "fehlberg2", "adaptive_heun")
-_GAUSSIAN_PRIOR = (VariancePreserving, VarianceExploding, GUD, Mask)  # prior = Uᵀ(σ(1) ⊙ z)
 
 
 @dataclass
@@ -106,48 +102,6 @@ def uniform_dequantize(
     device = generator.device if generator is not None else x.device
     u = torch.rand(x.shape, generator=generator, device=device, dtype=torch.float64).to(x.device)
     return 2 * (k + u) / num_bins - 1
-
-
-def _normal_log_prob(c: Tensor, var: Tensor) -> Tensor:
-    return -0.5 * (c**2 / var + torch.log(2 * math.pi * var))
-
-
-def prior_log_prob(process, x1: Tensor) -> Tensor:
-    """log p_1(x1) (B,) of the distribution `process.prior` draws from (see module docstring)."""
-    degradation = process.degradation
-    if hasattr(degradation, "prior_log_prob"):
-        return degradation.prior_log_prob(process.schedule, x1)
-    ones = torch.ones(x1.shape[0], device=x1.device)
-    state = process.state(ones)
-    alpha, sigma = state.alpha.double(), state.sigma.double()
-    c1 = process.basis(x1.double())
-    if isinstance(degradation, _GAUSSIAN_PRIOR):
-        return _normal_log_prob(c1, sigma**2).flatten(1).sum(1)
-    if isinstance(degradation, Blur):
-        return _blur_prior_log_prob(degradation, c1, alpha, sigma)
-    raise NotImplementedError(
-        f"no closed-form prior log-density for degradation {type(degradation).__name__}: pass "
-        "prior=callable(x1) -> (B,) to bits_per_dim"
-    )
-
-
-def _blur_prior_log_prob(degradation, c1: Tensor, alpha: Tensor, sigma: Tensor) -> Tensor:
-    """Blur.prior: c0 = coef_std ⊙ z with the DC replaced by a GMM draw; c1 = α ⊙ c0 + σ z'."""
-    if degradation.coef_std.numel() == 0 or not degradation.dc_prior.fitted:
-        raise RuntimeError("the blur prior is not fitted: build the process with statistics")
-    alpha, sigma = alpha.expand_as(c1), sigma.expand_as(c1)
-    var = alpha**2 * degradation.coef_std.double() ** 2 + sigma**2
-    log_p = _normal_log_prob(c1, var)
-    log_p[:, :, 0, 0] = 0  # the DC coefficients are scored jointly below
-    gmm = degradation.dc_prior
-    a_dc, s_dc = alpha[:, :, 0, 0], sigma[:, :, 0, 0]  # (B, C)
-    cov = gmm.scale_tril.double() @ gmm.scale_tril.double().transpose(-1, -2)  # (K, C, C)
-    cov = a_dc[:, None, :, None] * cov * a_dc[:, None, None, :] + torch.diag_embed(s_dc**2)[:, None]
-    mvn = torch.distributions.MultivariateNormal(a_dc[:, None] * gmm.means.double(), cov)
-    log_dc = torch.logsumexp(
-        torch.log(gmm.weights.double()) + mvn.log_prob(c1[:, None, :, 0, 0]), 1
-    )
-    return log_p.flatten(1).sum(1) + log_dc
 
 
 def _coefficients(process, t: Tensor) -> tuple[State, Tensor, Tensor]:
@@ -221,7 +175,7 @@ def bits_per_dim(
     hutchinson: one Rademacher probe per sample (drawn once from `generator`, after the
         dequantisation noise); False: exact divergence, D backward passes per evaluation.
     t_min: where the ODE starts (None: `default_t_min`); rtol, atol, method: torchdiffeq.odeint's.
-    prior: log p_1(x1) -> (B,) to use instead of `prior_log_prob(process, ·)`.
+    prior: log p_1(x1) -> (B,) to use instead of `process.prior_log_prob`.
     """
     if not (process.linear and process.full_rank_noise):
         raise ValueError(
@@ -247,7 +201,7 @@ def bits_per_dim(
             flow, (c_start, zeros), times, rtol=rtol, atol=atol, method=method, options=options
         )
         x1 = process.basis.inverse(c[-1])
-        log_p1 = prior(x1) if prior is not None else prior_log_prob(process, x1)
+        log_p1 = prior(x1) if prior is not None else process.prior_log_prob(x1)
         log_prob = log_p1.to(dtype) + delta[-1] + log_det
     bpd = -log_prob / (dims * math.log(2))
     if dequantize:

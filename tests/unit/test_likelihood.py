@@ -29,7 +29,6 @@ from diffusion_lab.denoiser import Denoiser
 from diffusion_lab.metrics.likelihood import (
     bits_per_dim,
     default_t_min,
-    prior_log_prob,
     uniform_dequantize,
 )
 from diffusion_lab.metrics.vlb import ddpm_vlb_bits_per_dim
@@ -220,7 +219,7 @@ def test_blur_prior_log_prob_is_the_density_prior_draws_from():
     mean = torch.zeros_like(var)
     mean[..., 0, 0] = deg.dc_prior.means.double().flatten()
     var[..., 0, 0] = deg.dc_prior.scale_tril.double().flatten() ** 2 + state.sigma.double() ** 2
-    log_p = prior_log_prob(process, x1)
+    log_p = process.prior_log_prob(x1)
     assert torch.allclose(log_p, _normal(c1, mean, var).flatten(1).sum(1), atol=1e-6)
     entropy = (0.5 * torch.log(2 * math.pi * math.e * c1.var(0))).sum()
     assert (-log_p.mean() - entropy).abs() < 0.08
