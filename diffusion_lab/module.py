@@ -1,7 +1,7 @@
 """DiffusionModule: the LightningModule that trains a denoiser under a forward process.
 
 It holds the parts build.py wired (process, denoiser, objective, sampler) and adds the training
-loop concerns: AdamW with linear warm-up, the EMA copy of the denoiser (used for all sampling and
+loop concerns (sampling is diffusion_lab/sampling.py's, with the EMA copy held here): AdamW with linear warm-up, the EMA copy of the denoiser (used for all sampling and
 saved in every checkpoint), a validation loss on a fixed t grid with seeded noise (comparable
 across epochs), and step-indexed seeding of t and noise (exact resume, distinct per rank).
 """
@@ -18,7 +18,7 @@ from torch import Tensor, nn
 
 from diffusion_lab.checkpoint import CONFIG_KEY, nonfinite_tensors
 from diffusion_lab.ema import ema_beta, ema_update
-from diffusion_lab.guidance import Guided, drop_labels
+from diffusion_lab.guidance import drop_labels
 
 # The EMA copy is in eval mode on purpose; Lightning would warn about it at every fit.
 warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode.*")
@@ -34,30 +34,6 @@ def step_seed(seed: int, rank: int, step: int, micro_batch: int = 0, stream: int
     the label-dropout mask), leaving stream 0, the global RNG's, as it always was."""
     entropy = [seed, rank, step, micro_batch] + ([stream] if stream else [])
     return int(np.random.SeedSequence(entropy).generate_state(1)[0])
-
-
-def require_finite_samples(x: Tensor) -> Tensor:
-    """`x` (N, ...) if every sample is finite; else a FloatingPointError saying how many are not
-    (sample.py and the quality metrics refuse to save or score NaN images)."""
-    bad = int((~torch.isfinite(x)).flatten(1).any(1).sum())
-    if bad:
-        raise FloatingPointError(
-            f"{bad} of {len(x)} samples hold NaN/Inf: the sampler diverged (try another sampler "
-            "or more steps) or the weights are broken; nothing was saved or scored"
-        )
-    return x
-
-
-class CountCalls(nn.Module):
-    """Wraps a denoiser and counts its calls (the number of function evaluations, NFE)."""
-
-    def __init__(self, denoiser: nn.Module):
-        super().__init__()
-        self.denoiser, self.nfe = denoiser, 0
-
-    def forward(self, x, state, cond=None):
-        self.nfe += 1
-        return self.denoiser(x, state, cond)
 
 
 class DiffusionModule(pl.LightningModule):
@@ -165,66 +141,6 @@ class DiffusionModule(pl.LightningModule):
             batch_size=batch[0].shape[0],
             sync_dist=True,
         )
-
-    # -- sampling with the EMA weights ---------------------------------------------------------
-    @torch.no_grad()
-    def generate(
-        self,
-        num_samples: int,
-        seed: int = 0,
-        sampler=None,
-        cond: Tensor | None = None,
-        progress=False,
-        x_T=None,
-        guidance: float = 1.0,
-        guidance_rescale: float = 0.0,
-    ):
-        """Draw samples with the EMA denoiser from a seeded prior (or from x_T). Returns (x, nfe).
-
-        `cond` (num_samples,) class labels of a conditional model; with `guidance` w != 1 the
-        denoiser is wrapped in classifier-free guidance (diffusion_lab/guidance.py), D_u +
-        w (D_c − D_u), rescaled by `guidance_rescale` φ. nfe counts network calls: a guided call
-        evaluates the network once on a doubled batch and counts once.
-        Restoration-only processes (no prior) restore degraded validation images instead."""
-        sampler = sampler or self.sampler
-        if cond is not None and not self.class_conditional:
-            raise ValueError(
-                "class labels were given, but this model was trained unconditionally "
-                "(conditional=false): leave class_label unset"
-            )
-        gen = torch.Generator(device="cpu").manual_seed(seed)
-        if x_T is None and self.process.has_prior:
-            x_T = self.process.prior(num_samples, device="cpu", generator=gen)
-        elif x_T is None:
-            x_T = self._degraded_validation_images(num_samples, gen)
-        x = x_T.to(self.device)
-        denoiser = self.ema
-        if cond is not None:
-            cond = torch.as_tensor(cond, dtype=torch.long, device=self.device)
-            if cond.shape != x.shape[:1]:
-                raise ValueError(f"cond must have shape ({len(x)},), got {tuple(cond.shape)}")
-            if guidance != 1:  # w = 1 is the conditional model itself (rescale: a no-op)
-                denoiser = Guided(denoiser, guidance, guidance_rescale, null_label=self.num_classes)
-        counted = CountCalls(denoiser)
-        out = sampler(counted, self.process, x, cond=cond, generator=gen, progress=progress)
-        return out, counted.nfe
-
-    def _degraded_validation_images(self, num_samples: int, gen: torch.Generator) -> Tensor:
-        """For restoration-only processes (no prior): the first validation images, degraded to t = 1."""
-        datamodule = (
-            getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
-        )
-        if datamodule is None:
-            raise NotImplementedError(
-                "this degradation has no prior to sample from: restore your own image with "
-                "`python sample.py ckpt_path=... init_image=PATH start_t=T`"
-            )
-        datamodule.setup("validate")
-        x0 = torch.stack(
-            [datamodule.val_set[i % len(datamodule.val_set)][0] for i in range(num_samples)]
-        )
-        noise = torch.randn(x0.shape, generator=gen)
-        return self.process.sample(x0, torch.ones(num_samples), noise)[0]
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         bad = nonfinite_tensors(checkpoint["state_dict"])

@@ -235,12 +235,13 @@ def figure(rows: list[dict], path: Path, per_row: int = 12) -> None:
     import matplotlib.pyplot as plt
 
     from diffusion_lab.build import module_from_checkpoint
+    from diffusion_lab.sampling import generate_ema
 
     fig = plt.figure(figsize=(14, 0.9 * len(rows) + 1))
     grid = fig.add_gridspec(len(rows), 2, width_ratios=[2.2, 1])
     for i, r in enumerate(rows):
         module, _, _ = module_from_checkpoint(r["ckpt"])
-        x, _ = module.generate(per_row, seed=0)
+        x, _ = generate_ema(module, per_row, seed=0)
         x = ((x.float().clamp(-1, 1) + 1) / 2).cpu()
         strip = x.permute(2, 0, 3, 1).flatten(1, 2)  # (H, B·W, C)
         ax = fig.add_subplot(grid[i, 0])

@@ -40,6 +40,7 @@ from diffusion_lab.checkpoint import CheckpointError  # noqa: E402
 from diffusion_lab.cli import CONFIG_DIR  # noqa: E402
 from diffusion_lab.guidance import spread_labels  # noqa: E402
 from diffusion_lab.metrics.classifier import train_or_load_classifier  # noqa: E402
+from diffusion_lab.sampling import generate_ema  # noqa: E402
 from diffusion_lab.values import ConfigError, check_value  # noqa: E402
 
 HYDRA_KEYS = {"ckpt_path": "--ckpt", "scales": "--scales", "num": "--num", "rescale": "--rescale"}
@@ -64,7 +65,8 @@ def class_match(
         xs, nfe, start = [], 0, time.perf_counter()
         for b, i in enumerate(range(0, num, batch_size)):
             cond = labels[i : i + batch_size]
-            x, n = module.generate(
+            x, n = generate_ema(
+                module,
                 len(cond),
                 seed=seed + b,
                 sampler=sampler,

@@ -54,7 +54,8 @@ class EvaluationMetrics(pl.Callback):
     def _compute(self, trainer, pl_module) -> dict[str, float]:
         values: dict[str, float] = {}
         datamodule = trainer.datamodule
-        if any(m in QUALITY for m in self.cfg["metrics"]):
+        has_prior = pl_module.process.has_prior  # restoration-only processes: no quality metrics
+        if has_prior and any(m in QUALITY for m in self.cfg["metrics"]):
             samples = self._samples(trainer, pl_module)  # every rank takes part in the gather
             if trainer.global_rank == 0:
                 scores = quality(samples, datamodule, self.cfg, self.cache_dir)

@@ -1,12 +1,15 @@
 """Saves a grid of EMA samples from a fixed seed every N training steps and at the end.
 
-Each grid also goes to the loggers that take images (W&B, TensorBoard) as `samples`."""
+Each grid also goes to the loggers that take images (W&B, TensorBoard) as `samples`. Processes
+without a prior (restoration-only, e.g. snow) restore the first validation images, degraded to t = 1.
+"""
 
 from pathlib import Path
 
 import pytorch_lightning as pl
 
 from diffusion_lab.loggers import log_image
+from diffusion_lab.sampling import degraded_validation_images, generate_ema
 from diffusion_lab.visualize import save_samples
 
 
@@ -22,7 +25,12 @@ class SampleGrid(pl.Callback):
     def _save(self, trainer, pl_module) -> None:
         if trainer.global_rank != 0:
             return
-        x, _ = pl_module.generate(self.num_samples, seed=self.seed)
+        x_T = None
+        if not pl_module.process.has_prior:
+            x_T = degraded_validation_images(
+                trainer.datamodule, pl_module.process, self.num_samples, self.seed
+            )
+        x, _ = generate_ema(pl_module, self.num_samples, seed=self.seed, x_T=x_T)
         path = save_samples(x, self.dirpath / f"step_{trainer.global_step:07d}.png")
         log_image(trainer.loggers, "samples", path, step=trainer.global_step)
 

@@ -28,7 +28,7 @@ from pytorch_lightning.utilities.exceptions import SIGTERMException
 from diffusion_lab.checkpoint import CheckpointError
 from diffusion_lab.io import DiskFullError
 from diffusion_lab.metrics import InceptionWeightsUnavailable
-from diffusion_lab.module import require_finite_samples
+from diffusion_lab.sampling import generate_ema, require_finite_samples
 from diffusion_lab.values import ConfigError
 from diffusion_lab.visualize import save_samples
 
@@ -141,10 +141,10 @@ def sample_and_save(
     module, num_samples: int, seed: int, out: Path, sampler=None, x_T=None, **generate_kwargs
 ) -> dict:
     """Generate with the EMA weights (progress bar), save PNG grid + tensor; return timing facts.
-    `generate_kwargs` (cond, guidance, guidance_rescale) go to `module.generate`."""
+    `generate_kwargs` (cond, guidance, guidance_rescale) go to `sampling.generate_ema`."""
     start = time.perf_counter()
-    x, nfe = module.generate(
-        num_samples, seed=seed, sampler=sampler, progress=True, x_T=x_T, **generate_kwargs
+    x, nfe = generate_ema(
+        module, num_samples, seed=seed, sampler=sampler, progress=True, x_T=x_T, **generate_kwargs
     )
     seconds = time.perf_counter() - start
     require_finite_samples(x)

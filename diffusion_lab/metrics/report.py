@@ -26,7 +26,7 @@ from diffusion_lab.metrics.classifier import train_or_load_classifier
 from diffusion_lab.metrics.fidelity import evaluate_sample_quality
 from diffusion_lab.metrics.likelihood import bits_per_dim, default_t_min
 from diffusion_lab.metrics.vlb import ddpm_vlb_bits_per_dim
-from diffusion_lab.module import require_finite_samples
+from diffusion_lab.sampling import generate_ema, require_finite_samples
 
 QUALITY = ("fid", "kid", "is")
 KNOWN = (*QUALITY, "nll", "vlb")
@@ -48,7 +48,7 @@ def generate_many(
     batches = range(math.ceil(num_samples / batch_size))
     for b in tqdm(batches, desc="generating", disable=not progress, leave=False):
         n = min(batch_size, num_samples - b * batch_size)
-        x, nfe = module.generate(n, seed=seed + b, sampler=sampler)
+        x, nfe = generate_ema(module, n, seed=seed + b, sampler=sampler)
         out.append(x.float().cpu())
     return torch.cat(out), nfe
 
@@ -161,7 +161,12 @@ def evaluate(
     """Every metric in cfg['metrics'] for `module` (EMA weights); `floor` adds real-vs-real."""
     metrics = check_metrics(cfg["metrics"])
     out: dict = {"skipped": {}}
-    if any(m in QUALITY for m in metrics):
+    if not module.process.has_prior:  # restoration-only (snow): nothing to generate from
+        for m in [m for m in metrics if m in QUALITY]:
+            out["skipped"][m] = (
+                f"{m} scores generated samples; this degradation has no prior (restoration only)"
+            )
+    elif any(m in QUALITY for m in metrics):
         start = time.perf_counter()
         samples, nfe = generate_many(
             module, cfg["num_samples"], int(cfg["seed"]), cfg["batch_size"], sampler, progress

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from diffusion_lab.build import ConfigError, build, build_module, module_from_checkpoint
+from diffusion_lab.sampling import generate_ema
 from tests.conftest import run_cli
 
 CONDITIONAL = ["conditional=true", "backbone.num_classes=10"]
@@ -103,12 +104,12 @@ def test_generate_counts_network_calls_of_the_guided_denoiser(runs):
     _, cond_ckpt, _ = runs
     module, parts, _ = module_from_checkpoint(cond_ckpt)
     labels = torch.tensor([0, 4, 9])
-    x1, nfe1 = module.generate(3, seed=1, cond=labels, guidance=1.0)
-    x3, nfe3 = module.generate(3, seed=1, cond=labels, guidance=3.0)
+    x1, nfe1 = generate_ema(module, 3, seed=1, cond=labels, guidance=1.0)
+    x3, nfe3 = generate_ema(module, 3, seed=1, cond=labels, guidance=3.0)
     assert nfe1 == nfe3 == 2 * 3 - 1  # heun, 3 steps: one call per evaluation, guided or not
     assert x1.shape == x3.shape == (3, 1, 16, 16) and not torch.equal(x1, x3)
     with pytest.raises(ValueError, match=r"cond must have shape \(3,\)"):
-        module.generate(3, cond=torch.tensor([1, 2]))
+        generate_ema(module, 3, cond=torch.tensor([1, 2]))
 
 
 @pytest.mark.slow

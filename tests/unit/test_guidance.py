@@ -20,9 +20,10 @@ from diffusion_lab.guidance import (
     rescale_guidance,
     spread_labels,
 )
-from diffusion_lab.module import CountCalls, DiffusionModule, step_seed
+from diffusion_lab.module import DiffusionModule, step_seed
 from diffusion_lab.precond import EDM
 from diffusion_lab.process import ForwardProcess, State
+from diffusion_lab.sampling import CountCalls
 from diffusion_lab.schedules import Cosine
 from diffusion_lab.schedules.blur import GeometricBlur
 from tests.numerics import f32_tol
