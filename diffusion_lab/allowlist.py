@@ -44,6 +44,17 @@ EXTRA_TARGETS: dict[str, tuple[str, ...]] = {
     ),
 }
 
+# Targets renamed since checkpoints were first written (old -> new): `rename_targets` maps a stored
+# config onto today's names before it is checked, so older checkpoints keep loading.
+RENAMED_TARGETS: dict[str, str] = {
+    "diffusion_lab.samplers.ancestral.sample": "diffusion_lab.samplers.ancestral.ancestral",
+    "diffusion_lab.samplers.ddim.sample": "diffusion_lab.samplers.ddim.ddim",
+    "diffusion_lab.samplers.sde.euler_maruyama": "diffusion_lab.samplers.sde.sde",
+    "diffusion_lab.samplers.momentum.naive": "diffusion_lab.samplers.momentum.soft_naive",
+    "diffusion_lab.samplers.cold.naive": "diffusion_lab.samplers.cold.cold_naive",
+    "diffusion_lab.samplers.cold.improved": "diffusion_lab.samplers.cold.cold",
+}
+
 _INTERPOLATION = re.compile(r"^\$\{(\w+)\}$")  # a whole group interpolated: `${basis}`
 _PLAIN = (str, int, float, bool, type(None))
 
@@ -136,3 +147,18 @@ def check_stored_config(config, config_root: Path = CONFIG_ROOT) -> None:
             )
 
     visit(config, "", "")
+
+
+def rename_targets(node):
+    """A copy of the plain-data config `node` with every renamed `_target_` (RENAMED_TARGETS)
+    replaced by today's name; everything else, foreign or not, is left for the check."""
+    if isinstance(node, dict):
+        return {
+            k: RENAMED_TARGETS.get(v, v)
+            if k == "_target_" and isinstance(v, str)
+            else rename_targets(v)
+            for k, v in node.items()
+        }
+    if isinstance(node, list):
+        return [rename_targets(v) for v in node]
+    return node

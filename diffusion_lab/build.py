@@ -29,6 +29,7 @@ from diffusion_lab.data.statistics import DatasetStatistics, load_or_compute
 from diffusion_lab.denoiser import Denoiser
 from diffusion_lab.module import DiffusionModule
 from diffusion_lab.process import ForwardProcess
+from diffusion_lab.samplers.pf_ode import check_churn
 from diffusion_lab.values import TRAIN_KEYS, ConfigError, check_values
 
 __all__ = [
@@ -106,16 +107,21 @@ CALL_ARGUMENTS = ("denoiser", "process", "x", "cond", "generator", "callback", "
 
 
 def _check_keywords(cfg, group: str, fn, keywords: dict, reserved=()) -> None:
-    """Every configured knob is a parameter of the function (a stray `+sampler.x=` fails here,
-    not at the first sample grid)."""
-    params = [n for n in inspect.signature(fn).parameters if n not in reserved]
-    clash = [k for k in keywords if k in reserved]
-    try:
-        if clash:
-            raise TypeError(f"{clash[0]!r} is passed by the sampling loop, not set in a config")
-        inspect.signature(fn).bind_partial(**keywords)
-    except TypeError as err:
-        raise ConfigError(f"{choice(cfg, group)}: {err}; it takes {', '.join(params)}.") from None
+    """Every configured knob is a named parameter of the function (a stray `+sampler.x=` fails
+    here, not at the first sample grid); the call's own arguments (`reserved`) are not knobs."""
+    named = [
+        name
+        for name, p in inspect.signature(fn).parameters.items()
+        if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and name not in reserved
+    ]
+    for key in keywords:
+        if key in reserved:
+            reason = f"{key!r} is passed by the sampling loop, not set in a config"
+        elif key not in named:
+            reason = f"got an unexpected keyword argument {key!r}"
+        else:
+            continue
+        raise ConfigError(f"{choice(cfg, group)}: {reason}; it takes {', '.join(named)}.")
 
 
 def check_sampler(cfg, sampler, process) -> None:
@@ -139,11 +145,10 @@ def check_sampler(cfg, sampler, process) -> None:
             f"{choice(cfg, 'sampler/grid')} spaces steps by log-SNR and needs a log-SNR schedule; "
             f"{choice(cfg, 'schedule')} is not one. Use sampler/grid=uniform."
         )
-    if sampler.keywords.get("s_churn", 0) > 0 and not process.isotropic:
-        raise ConfigError(
-            f"{choice(cfg, 'sampler')} with s_churn > 0 needs an isotropic degradation; "
-            f"{choice(cfg, 'degradation')} is per-component. Set sampler.s_churn=0."
-        )
+    try:
+        check_churn(process, sampler.keywords.get("s_churn", 0))
+    except ValueError as err:
+        raise ConfigError(f"{choice(cfg, 'sampler')} with {err}") from None
 
 
 DEFAULT_LABEL_DROPOUT = 0.1  # Ho & Salimans 2022 train with p_uncond 0.1 or 0.2

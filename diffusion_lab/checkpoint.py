@@ -23,7 +23,7 @@ from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from diffusion_lab.allowlist import ForeignTargetError, check_stored_config
+from diffusion_lab.allowlist import ForeignTargetError, check_stored_config, rename_targets
 from diffusion_lab.io import atomic_torch_save
 
 CONFIG_KEY = "diffusion_lab_config"
@@ -76,6 +76,7 @@ def load_checkpoint(path: str | Path) -> tuple[DictConfig, dict, dict | None]:
         raise CheckpointError(
             f"{path} is not a diffusion_lab checkpoint (no '{CONFIG_KEY}' / 'state_dict' entries)."
         )
+    ckpt[CONFIG_KEY] = rename_targets(ckpt[CONFIG_KEY])  # older names -> today's (allowlist.py)
     try:
         check_stored_config(ckpt[CONFIG_KEY])
     except ForeignTargetError as err:

@@ -85,7 +85,7 @@ def restoration_rmse(ckpt: Path, t_start: float) -> dict:
     x_t = process.degrade(x0, expand_t(t_start, len(x0), x0.device))
     grid = partial(grids.starting_at, grid=grids.uniform, t_start=t_start)
     out = {"degraded": (x_t - x0).pow(2).mean().sqrt().item()}
-    for name, algorithm in (("alg1", cold.naive), ("alg2", cold.improved)):
+    for name, algorithm in (("alg1", cold.cold_naive), ("alg2", cold.cold)):
         x = algorithm(module.ema, process, x_t.clone(), num_steps=steps, grid=grid)
         out[name] = (x - x0).pow(2).mean().sqrt().item()
     return out

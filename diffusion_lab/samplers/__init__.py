@@ -1,7 +1,10 @@
 """Samplers: pure functions over a denoiser, no hidden step state (k-diffusion style).
 
-    sample(denoiser, process, x_T, *, num_steps, grid, cond=None, generator=None,
-           callback=None, progress=False, **knobs) -> x_0
+    sampler(denoiser, process, x_T, *, num_steps, grid, **knobs, **call) -> x_0
+
+`call` is what every sampler hands its loop unchanged (samplers/common.Loop): cond=None,
+generator=None, callback=None, progress=False. `knobs` are the sampler's own (eta, s_churn, ...).
+The function name is the config name: `sampler=ddim` is diffusion_lab.samplers.ddim.ddim.
 
 `grid(process, num_steps)` gives the N + 1 times t_0 = t_max > ... > t_N = 0 (samplers/grids.py).
 `callback` receives {'x', 'i', 't', 'denoised'} after every step. Updates are written per component

@@ -6,34 +6,25 @@ With α_{t|s} = α_t/α_s and σ²_{t|s} = σ_t² − α_{t|s}² σ_s² (Kingma 
 
 import torch
 
-from diffusion_lab.samplers.common import divide, randn_like, report, state_at, steps
+from diffusion_lab.samplers.common import Loop, divide
 
 
-def sample(
-    denoiser,
-    process,
-    x,
-    *,
-    num_steps,
-    grid,
-    cond=None,
-    generator=None,
-    callback=None,
-    progress=False,
-):
+def ancestral(denoiser, process, x, *, num_steps, grid, **call):
+    """`call`: cond, generator, callback, progress (samplers/common.Loop)."""
+    loop = Loop(denoiser, process, num_steps, grid, "ancestral", **call)
     basis = process.basis
-    for i, t, t_next in steps(process, num_steps, grid, x, progress, "ancestral"):
-        st, ss = state_at(process, t, x), state_at(process, t_next, x)
-        x0 = denoiser(x, st, cond)
+    for i, t, t_next in loop.steps(x):
+        st, ss = loop.state(t, x), loop.state(t_next, x)
+        x0 = loop.denoise(x, st)
         a_ts = st.alpha / ss.alpha
         var_ts = (st.sigma**2 - a_ts**2 * ss.sigma**2).clamp(min=0)
         c_t = basis(x)
         mean = divide(a_ts * ss.sigma**2 * c_t + ss.alpha * var_ts * basis(x0), st.sigma**2)
         std = divide(var_ts * ss.sigma**2, st.sigma**2).sqrt()
-        c = mean + std * randn_like(mean, generator)
+        c = mean + std * loop.noise(mean)
         x = basis.inverse(torch.where(st.sigma > 0, c, c_t))  # σ_t = 0: clean, kept
-        report(callback, x, i, t, x0)
+        loop.report(x, i, t, x0)
     return x
 
 
-sample.requires = ("linear",)
+ancestral.requires = ("linear",)

@@ -1,4 +1,12 @@
-"""Helpers shared by the samplers: the step loop, per-step states and seeded noise."""
+"""Helpers shared by the samplers: the step loop, per-step states and seeded noise.
+
+`Loop` carries what every sampler hands its step loop unchanged (the denoiser, process, grid and
+the call's plumbing: cond, generator, callback, progress), so the loops take (loop, x, ...) and
+every sampler's own arguments are only its knobs.
+"""
+
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
@@ -40,3 +48,32 @@ def divide(num: Tensor, den: Tensor) -> Tensor:
     return torch.where(
         den > 0, num / torch.where(den > 0, den, torch.ones_like(den)), torch.zeros_like(num)
     )
+
+
+@dataclass(frozen=True)
+class Loop:
+    denoiser: Callable  # D(x, state, cond) -> x0_hat
+    process: object  # ForwardProcess
+    num_steps: int
+    grid: Callable  # grid(process, num_steps) -> (N + 1,) times
+    name: str  # progress-bar label
+    cond: Tensor | None = None
+    generator: torch.Generator | None = None
+    callback: Callable | None = None
+    progress: bool = False
+
+    def steps(self, x: Tensor):
+        """(i, t, t_next) over the grid."""
+        return steps(self.process, self.num_steps, self.grid, x, self.progress, self.name)
+
+    def state(self, t: Tensor, x: Tensor) -> State:
+        return state_at(self.process, t, x)
+
+    def denoise(self, x: Tensor, state: State) -> Tensor:
+        return self.denoiser(x, state, self.cond)
+
+    def noise(self, like: Tensor) -> Tensor:
+        return randn_like(like, self.generator)
+
+    def report(self, x: Tensor, i: int, t: Tensor, denoised: Tensor) -> None:
+        report(self.callback, x, i, t, denoised)

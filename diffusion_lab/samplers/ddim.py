@@ -8,37 +8,26 @@ With constant σ and η = 0 it is Cold Diffusion's Alg. 2 step on the mean (see 
 
 import torch
 
-from diffusion_lab.samplers.common import divide, randn_like, report, state_at, steps
+from diffusion_lab.samplers.common import Loop, divide
 
 
-def sample(
-    denoiser,
-    process,
-    x,
-    *,
-    num_steps,
-    grid,
-    eta=0.0,
-    cond=None,
-    generator=None,
-    callback=None,
-    progress=False,
-):
+def ddim(denoiser, process, x, *, num_steps, grid, eta=0.0, **call):
+    """`call`: cond, generator, callback, progress (samplers/common.Loop)."""
+    loop = Loop(denoiser, process, num_steps, grid, "ddim", **call)
     basis = process.basis
-    for i, t, t_next in steps(process, num_steps, grid, x, progress, "ddim"):
-        st, ss = state_at(process, t, x), state_at(process, t_next, x)
-        x0 = denoiser(x, st, cond)
-        c0 = basis(x0)
-        c_t = basis(x)
+    for i, t, t_next in loop.steps(x):
+        st, ss = loop.state(t, x), loop.state(t_next, x)
+        x0 = loop.denoise(x, st)
+        c0, c_t = basis(x0), basis(x)
         z_hat = divide(c_t - st.alpha * c0, st.sigma)
         var_ts = (st.sigma**2 - (st.alpha / ss.alpha) ** 2 * ss.sigma**2).clamp(min=0)
         s2 = eta**2 * divide(var_ts * ss.sigma**2, st.sigma**2)
         c = ss.alpha * c0 + (ss.sigma**2 - s2).clamp(min=0).sqrt() * z_hat
         if eta > 0:
-            c = c + s2.sqrt() * randn_like(c, generator)
+            c = c + s2.sqrt() * loop.noise(c)
         x = basis.inverse(torch.where(st.sigma > 0, c, c_t))  # σ_t = 0: clean, kept
-        report(callback, x, i, t, x0)
+        loop.report(x, i, t, x0)
     return x
 
 
-sample.requires = ("linear",)
+ddim.requires = ("linear",)

@@ -14,18 +14,18 @@ Components with σ_t = 0 are clean and do not move.
 
 import torch
 
-from diffusion_lab.samplers.common import divide, randn_like, report, state_at, steps
+from diffusion_lab.samplers.common import Loop, divide
 
 
-def _run(denoiser, process, x, num_steps, grid, cond, generator, callback, progress, update, name):
-    basis = process.basis
-    for i, t, t_next in steps(process, num_steps, grid, x, progress, name):
-        st, ss = state_at(process, t, x), state_at(process, t_next, x)
-        x0 = denoiser(x, st, cond)
+def _run(loop: Loop, x, update):
+    basis = loop.process.basis
+    for i, t, t_next in loop.steps(x):
+        st, ss = loop.state(t, x), loop.state(t_next, x)
+        x0 = loop.denoise(x, st)
         c, c0 = basis(x), basis(x0)
-        noise = randn_like(c, generator) if float(t_next) > 0 else torch.zeros_like(c)
+        noise = loop.noise(c) if float(t_next) > 0 else torch.zeros_like(c)
         x = basis.inverse(torch.where(st.sigma > 0, update(c, c0, st, ss, noise), c))
-        report(callback, x, i, t, x0)
+        loop.report(x, i, t, x0)
     return x
 
 
@@ -39,58 +39,14 @@ def _naive_update(c, c0, st, ss, noise):
     return ss.alpha * c0 + ss.sigma * noise
 
 
-def momentum(
-    denoiser,
-    process,
-    x,
-    *,
-    num_steps,
-    grid,
-    cond=None,
-    generator=None,
-    callback=None,
-    progress=False,
-):
-    return _run(
-        denoiser,
-        process,
-        x,
-        num_steps,
-        grid,
-        cond,
-        generator,
-        callback,
-        progress,
-        _momentum_update,
-        "momentum",
-    )
+def momentum(denoiser, process, x, *, num_steps, grid, **call):
+    """`call`: cond, generator, callback, progress (samplers/common.Loop)."""
+    return _run(Loop(denoiser, process, num_steps, grid, "momentum", **call), x, _momentum_update)
 
 
-def naive(
-    denoiser,
-    process,
-    x,
-    *,
-    num_steps,
-    grid,
-    cond=None,
-    generator=None,
-    callback=None,
-    progress=False,
-):
-    return _run(
-        denoiser,
-        process,
-        x,
-        num_steps,
-        grid,
-        cond,
-        generator,
-        callback,
-        progress,
-        _naive_update,
-        "naive",
-    )
+def soft_naive(denoiser, process, x, *, num_steps, grid, **call):
+    """Re-corrupt ĉ0 from scratch at every step (Soft Diffusion's baseline)."""
+    return _run(Loop(denoiser, process, num_steps, grid, "soft_naive", **call), x, _naive_update)
 
 
-momentum.requires = naive.requires = ("linear",)
+momentum.requires = soft_naive.requires = ("linear",)

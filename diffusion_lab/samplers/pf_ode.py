@@ -13,71 +13,52 @@ import math
 import torch
 
 from diffusion_lab.process import expand_t
-from diffusion_lab.samplers.common import divide, randn_like, report, state_at, steps
+from diffusion_lab.samplers.common import Loop, divide
 
 
-def _slope(denoiser, process, x_tilde, state, ratio, cond):
-    x = process.basis.inverse(state.alpha * x_tilde)
-    x0 = denoiser(x, state, cond)
-    return divide(x_tilde - process.basis(x0), ratio), x0  # σ = 0 components do not move
+def check_churn(process, s_churn: float) -> None:
+    """Churn raises one σ̃ per sample, so it needs an isotropic process (build.py asks the same)."""
+    if s_churn > 0 and not process.isotropic:
+        raise ValueError(
+            "s_churn > 0 needs an isotropic degradation (one noise level per sample); this one "
+            "is per-component. Set sampler.s_churn=0."
+        )
+
+
+def _slope(loop: Loop, x_tilde, state, ratio):
+    basis = loop.process.basis
+    x0 = loop.denoise(basis.inverse(state.alpha * x_tilde), state)
+    return divide(x_tilde - basis(x0), ratio), x0  # σ = 0 components do not move
 
 
 def _solve(
-    denoiser, process, x, num_steps, grid, cond, generator, callback, progress, second_order, churn
+    loop: Loop, x, second_order: bool, s_churn=0.0, s_tmin=0.0, s_tmax=math.inf, s_noise=1.0
 ):
-    s_churn, s_tmin, s_tmax, s_noise = churn
-    if s_churn > 0 and not process.isotropic:
-        raise ValueError(
-            "sampler.s_churn > 0 needs an isotropic degradation (one noise level per sample)"
-        )
-    gamma_max = min(s_churn / num_steps, math.sqrt(2) - 1)
-    name = "heun" if second_order else "euler"
-    for i, t, t_next in steps(process, num_steps, grid, x, progress, name):
-        st, sn = state_at(process, t, x), state_at(process, t_next, x)
+    process = loop.process
+    check_churn(process, s_churn)
+    gamma_max = min(s_churn / loop.num_steps, math.sqrt(2) - 1)
+    for i, t, t_next in loop.steps(x):
+        st, sn = loop.state(t, x), loop.state(t_next, x)
         x_tilde, ratio = process.basis(x) / st.alpha, st.sigma / st.alpha
         if gamma_max > 0 and s_tmin <= float(ratio.flatten()[0]) <= s_tmax:
             ratio_hat = ratio * (1 + gamma_max)
-            x_tilde = x_tilde + (ratio_hat**2 - ratio**2).sqrt() * s_noise * randn_like(
-                x_tilde, generator
-            )
+            x_tilde = x_tilde + (ratio_hat**2 - ratio**2).sqrt() * s_noise * loop.noise(x_tilde)
             t_hat = process.t_from_logsnr(-2 * torch.log(ratio_hat.flatten()[:1])).clamp(0, 1)
-            st, ratio = state_at(process, expand_t(t_hat[0], x.shape[0], x.device), x), ratio_hat
-        d, x0 = _slope(denoiser, process, x_tilde, st, ratio, cond)
+            st, ratio = loop.state(expand_t(t_hat[0], x.shape[0], x.device), x), ratio_hat
+        d, x0 = _slope(loop, x_tilde, st, ratio)
         ratio_next = sn.sigma / sn.alpha
         x_next = x_tilde + (ratio_next - ratio) * d
         if second_order and float(t_next) > 0:
-            d_next, _ = _slope(denoiser, process, x_next, sn, ratio_next, cond)
+            d_next, _ = _slope(loop, x_next, sn, ratio_next)
             x_next = x_tilde + (ratio_next - ratio) * (d + d_next) / 2
         x = process.basis.inverse(sn.alpha * x_next)
-        report(callback, x, i, t, x0)
+        loop.report(x, i, t, x0)
     return x
 
 
-def euler(
-    denoiser,
-    process,
-    x,
-    *,
-    num_steps,
-    grid,
-    cond=None,
-    generator=None,
-    callback=None,
-    progress=False,
-):
-    return _solve(
-        denoiser,
-        process,
-        x,
-        num_steps,
-        grid,
-        cond,
-        generator,
-        callback,
-        progress,
-        False,
-        (0.0, 0.0, math.inf, 1.0),
-    )
+def euler(denoiser, process, x, *, num_steps, grid, **call):
+    """First-order steps. `call`: cond, generator, callback, progress (samplers/common.Loop)."""
+    return _solve(Loop(denoiser, process, num_steps, grid, "euler", **call), x, False)
 
 
 def heun(
@@ -91,15 +72,12 @@ def heun(
     s_tmin=0.0,
     s_tmax=math.inf,
     s_noise=1.0,
-    cond=None,
-    generator=None,
-    callback=None,
-    progress=False,
+    **call,
 ):
-    churn = (float(s_churn), float(s_tmin), float(s_tmax), float(s_noise))
-    return _solve(
-        denoiser, process, x, num_steps, grid, cond, generator, callback, progress, True, churn
-    )
+    """EDM's Alg. 2; the churn knobs S_churn, S_tmin, S_tmax, S_noise as in the paper."""
+    loop = Loop(denoiser, process, num_steps, grid, "heun", **call)
+    churn = dict(s_churn=float(s_churn), s_tmin=float(s_tmin), s_tmax=float(s_tmax))
+    return _solve(loop, x, True, **churn, s_noise=float(s_noise))
 
 
 euler.requires = heun.requires = ("linear",)

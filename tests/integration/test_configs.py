@@ -146,4 +146,4 @@ def test_evaluate_composes_a_sampler_inside_the_checkpoints_config(make_cfg):
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
         node = sampler_config("cold_naive", run_cfg)
-    assert node.num_steps == 7 and node._target_ == "diffusion_lab.samplers.cold.naive"
+    assert node.num_steps == 7 and node._target_ == "diffusion_lab.samplers.cold.cold_naive"

@@ -14,7 +14,12 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from diffusion_lab.allowlist import ForeignTargetError, allowed_targets, check_stored_config
+from diffusion_lab.allowlist import (
+    RENAMED_TARGETS,
+    ForeignTargetError,
+    allowed_targets,
+    check_stored_config,
+)
 from diffusion_lab.build import module_from_checkpoint
 from diffusion_lab.checkpoint import CONFIG_KEY, CheckpointError
 from diffusion_lab.cli.train import train
@@ -144,6 +149,28 @@ def test_stored_paths_are_replaced_by_the_callers(real_ckpt, tmp_path):
     _, _, cfg = module_from_checkpoint(tmp_path / "c.ckpt", paths=mine)
     assert cfg.paths.cache_dir == mine.cache_dir and cfg.paths.data_dir == mine.data_dir
     assert not elsewhere.exists()
+
+
+def test_renamed_targets_of_older_checkpoints_load_under_their_new_names(real_ckpt, tmp_path):
+    """Checkpoints written before a sampler was renamed name the old function: it maps to the new
+    one (allowlist.RENAMED_TARGETS); the old name alone, as a module attribute, no longer exists."""
+    ckpt = torch.load(real_ckpt, weights_only=True)
+    ckpt[CONFIG_KEY]["sampler"] = {
+        "_target_": "diffusion_lab.samplers.ddim.sample",
+        "_partial_": True,
+        "num_steps": 3,
+        "grid": {"_target_": "diffusion_lab.samplers.grids.uniform", "_partial_": True},
+    }
+    torch.save(ckpt, tmp_path / "old.ckpt")
+    module, _, cfg = module_from_checkpoint(tmp_path / "old.ckpt")
+    assert cfg.sampler._target_ == "diffusion_lab.samplers.ddim.ddim"
+    assert module.sampler.func.__name__ == "ddim"
+    for old, new in RENAMED_TARGETS.items():
+        module_name, old_name = old.rsplit(".", 1)
+        assert not hasattr(importlib.import_module(module_name), old_name)
+        assert callable(
+            getattr(importlib.import_module(new.rsplit(".", 1)[0]), new.rsplit(".", 1)[1])
+        )
 
 
 def test_the_configs_this_project_ships_all_pass(tmp_path):

@@ -51,7 +51,7 @@ def _t(value, n=4):
     return torch.full((n,), float(value))
 
 
-@pytest.mark.parametrize("sampler", [cold.naive, cold.improved])
+@pytest.mark.parametrize("sampler", [cold.cold_naive, cold.cold])
 @pytest.mark.parametrize("make", OPERATORS.values(), ids=OPERATORS.keys())
 def test_oracle_restorer_recovers_x0(make, sampler):
     """R = the true x0: both algorithms return x0 from D(x0, 1); Alg. 2 visits D(x0, s) exactly."""
@@ -80,8 +80,8 @@ def test_improved_sampler_cancels_a_constant_error_naive_does_not():
     # derived (process.degrade is float32 only): D(x0 + 0.1) − D(x0) − 0.1 rounds over
     # 10 levels × 11² taps, plus 4 additions per step, on values <= 1.1
     tol = f32_tol(10 * 11**2 + 4 * 10, 1.1)
-    assert torch.allclose(cold.improved(bad, process, x_T, **run), x0, atol=tol)
-    assert torch.allclose(cold.naive(bad, process, x_T, **run), x0 + 0.1, atol=1e-5)
+    assert torch.allclose(cold.cold(bad, process, x_T, **run), x0, atol=tol)
+    assert torch.allclose(cold.cold_naive(bad, process, x_T, **run), x0 + 0.1, atol=1e-5)
 
 
 @pytest.mark.parametrize("routine", ["constant", "incremental", "exponential"])

@@ -86,9 +86,9 @@ def _process(kind):
 
 SAMPLERS = {
     "momentum": partial(momentum.momentum, num_steps=100, grid=grids.uniform),
-    "ddim": partial(ddim.sample, num_steps=200, grid=grids.uniform),
-    "ancestral": partial(ancestral.sample, num_steps=400, grid=grids.uniform),
-    "sde": partial(sde.euler_maruyama, num_steps=200, grid=grids.uniform),
+    "ddim": partial(ddim.ddim, num_steps=200, grid=grids.uniform),
+    "ancestral": partial(ancestral.ancestral, num_steps=400, grid=grids.uniform),
+    "sde": partial(sde.sde, num_steps=200, grid=grids.uniform),
     "pc": partial(sde.pc, num_steps=100, grid=grids.uniform, corrector_steps=1, snr=0.05),
     "heun": partial(pf_ode.heun, num_steps=100, grid=grids.uniform),
 }
@@ -119,7 +119,9 @@ def test_samplers_recover_gaussian_data(kind, name):
 
 
 def test_momentum_beats_naive_recorruption():
-    naive = _errors(partial(momentum.naive, num_steps=100, grid=grids.uniform), "blur_noise")[1]
+    naive = _errors(partial(momentum.soft_naive, num_steps=100, grid=grids.uniform), "blur_noise")[
+        1
+    ]
     assert naive > 2 * _errors(SAMPLERS["momentum"], "blur_noise")[1] and naive > 0.2
 
 
@@ -234,8 +236,8 @@ def test_ddim_with_constant_sigma_is_cold_alg2():
         return torch.linspace(1.0, 0.2, num_steps + 1)
 
     x_T = torch.randn(4, *SHAPE, generator=torch.Generator().manual_seed(0))
-    a = ddim.sample(restorer, process, x_T, num_steps=12, grid=grid)
-    b = cold.improved(restorer, process, x_T, num_steps=12, grid=grid)
+    a = ddim.ddim(restorer, process, x_T, num_steps=12, grid=grid)
+    b = cold.cold(restorer, process, x_T, num_steps=12, grid=grid)
     # derived (process.degrade is float32 only): 12 steps × 6 DCT transforms of inner length
     # H + W (+1 for the matrix), on values bounded by the per-sample norm
     scale = max(x_T.flatten(1).norm(dim=1).max(), a.flatten(1).norm(dim=1).max())

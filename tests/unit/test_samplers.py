@@ -24,9 +24,9 @@ PROCESSES = {
     "ve_edm": ForwardProcess(VarianceExploding(), EDM(), (4,)),
 }
 SAMPLERS = {
-    "ancestral": partial(ancestral.sample, num_steps=500, grid=grids.uniform),
-    "ddim": partial(ddim.sample, num_steps=128, grid=grids.uniform),
-    "ddim_eta1": partial(ddim.sample, num_steps=500, grid=grids.uniform, eta=1.0),
+    "ancestral": partial(ancestral.ancestral, num_steps=500, grid=grids.uniform),
+    "ddim": partial(ddim.ddim, num_steps=128, grid=grids.uniform),
+    "ddim_eta1": partial(ddim.ddim, num_steps=500, grid=grids.uniform, eta=1.0),
     "euler": partial(pf_ode.euler, num_steps=128, grid=grids.karras),
     "heun": partial(pf_ode.heun, num_steps=48, grid=grids.karras),
     "heun_churn": partial(
@@ -84,8 +84,8 @@ def test_ancestral_is_ddim_with_eta_one():
     (6e-4 in float32, ~3e-14 in float64); a wrong coefficient moves samples by O(0.1-1)."""
     process, data = PROCESSES["vp_cosine"], two_modes((4,), out_dtype=torch.float64)
     run = partial(_draw, process=process, data=data, dtype=torch.float64)
-    a = run(partial(ancestral.sample, num_steps=20, grid=grids.uniform))
-    b = run(partial(ddim.sample, num_steps=20, grid=grids.uniform, eta=1.0))
+    a = run(partial(ancestral.ancestral, num_steps=20, grid=grids.uniform))
+    b = run(partial(ddim.ddim, num_steps=20, grid=grids.uniform, eta=1.0))
     assert a.dtype == b.dtype == torch.float64
     assert (a - b).abs().max().item() < 1e-8  # float64 comparison
 
@@ -94,7 +94,7 @@ def test_deterministic_ddim_is_euler_in_noise_to_signal_ratio():
     # compared in float64 (float32 rounding, amplified by the sampler, reaches 1.4e-5 here)
     process, data = PROCESSES["vp_cosine"], two_modes((4,), out_dtype=torch.float64)
     run = partial(_draw, process=process, data=data, dtype=torch.float64)
-    a = run(partial(ddim.sample, num_steps=10, grid=grids.karras))
+    a = run(partial(ddim.ddim, num_steps=10, grid=grids.karras))
     b = run(partial(pf_ode.euler, num_steps=10, grid=grids.karras))
     assert a.dtype == b.dtype == torch.float64
     assert torch.allclose(a, b, rtol=0, atol=1e-8)
@@ -134,6 +134,6 @@ def test_callback_and_nfe():
 
 def test_invalid_num_steps():
     with pytest.raises(ValueError, match="num_steps"):
-        ddim.sample(
+        ddim.ddim(
             gaussian(0, 1), PROCESSES["ve_edm"], torch.zeros(2, 4), num_steps=0, grid=grids.uniform
         )
