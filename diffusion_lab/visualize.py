@@ -6,6 +6,8 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from diffusion_lab.metrics.names import is_quality_key
+
 MIN_TILE = 48  # pixels per grid tile
 
 
@@ -40,9 +42,7 @@ def save_samples(x: Tensor, path: str | Path) -> Path:
 
 def plot_metric_vs_nfe(rows: list[dict], path: str | Path) -> Path | None:
     """One panel per sample-quality metric, one line per sampler: metric against NFE (log x)."""
-    keys = sorted(
-        {k for r in rows for k in r["metrics"] if k.split("_")[0] in ("fid", "kid", "is")}
-    )
+    keys = sorted({k for r in rows for k in r["metrics"] if is_quality_key(k)})
     keys = [k for k in keys if not k.endswith("_std")]
     if not keys:
         return None

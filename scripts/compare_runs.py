@@ -23,7 +23,8 @@ from pathlib import Path
 
 import yaml
 
-QUALITY = ("fid_", "kid_", "is_", "bpd_", "vlb_bpd_")
+from diffusion_lab.metrics.names import metric_of
+
 NOT_SHOWN = ("_std", "_sem", "_nfe", "_seconds", "_t_min")
 TAIL = ["global_step", "fit_seconds", "train_images_per_s", "sampling/nfe"]
 
@@ -92,7 +93,7 @@ def table(runs: list[dict], metric_arg: str | None) -> tuple[list[str], list[lis
         r["flat"] = flat(r["res"])
     evaluation = [k for r in runs for k in (r["res"].get("evaluation") or {})]
     default = ["val/loss_ema", "test/loss_ema"]
-    default += [k for k in dict.fromkeys(evaluation) if k.startswith(QUALITY)]
+    default += [k for k in dict.fromkeys(evaluation) if metric_of(k) is not None]
     default = [k for k in default if not k.endswith(NOT_SHOWN)] + TAIL
     metrics = default
     if metric_arg:

@@ -19,7 +19,8 @@ import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from diffusion_lab.metrics.report import QUALITY, check_metrics, generate_many, likelihood, quality
+from diffusion_lab.metrics.names import QUALITY, check_metrics, is_quality_key
+from diffusion_lab.metrics.report import generate_many, likelihood, quality
 
 RANK_SEED_STRIDE = 7919
 
@@ -59,9 +60,7 @@ class EvaluationMetrics(pl.Callback):
             samples = self._samples(trainer, pl_module)  # every rank takes part in the gather
             if trainer.global_rank == 0:
                 scores = quality(samples, datamodule, self.cfg, self.cache_dir)
-                values.update(
-                    {k: v for k, v in scores.items() if k.split("_")[0] in ("fid", "kid", "is")}
-                )
+                values.update({k: v for k, v in scores.items() if is_quality_key(k)})
                 values = {k: v for k, v in values.items() if not k.endswith("_std")}
         if trainer.global_rank == 0 and "nll" in self.cfg["metrics"]:
             if pl_module.process.full_rank_noise and pl_module.process.linear:

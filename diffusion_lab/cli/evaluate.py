@@ -26,7 +26,8 @@ from diffusion_lab.build import check_sampler, module_from_checkpoint
 from diffusion_lab.cli import CONFIG_DIR
 from diffusion_lab.cli.common import terminate_on_sigterm, user_errors
 from diffusion_lab.loggers import log_image
-from diffusion_lab.metrics.report import QUALITY, check_metrics, evaluate, real_floor
+from diffusion_lab.metrics.names import QUALITY, check_metrics
+from diffusion_lab.metrics.report import evaluate, real_floor
 from diffusion_lab.results import versions, write_json
 from diffusion_lab.values import EVALUATE_KEYS, ConfigError, check_value, check_values
 from diffusion_lab.visualize import plot_metric_vs_nfe

@@ -25,6 +25,7 @@ from diffusion_lab.cli.common import (
     terminate_on_sigterm,
     user_errors,
 )
+from diffusion_lab.metrics.names import metric_of
 from diffusion_lab.metrics.report import evaluate
 from diffusion_lab.results import versions, write_json
 from diffusion_lab.sampling import degraded_validation_images
@@ -100,9 +101,7 @@ def _after_fit(cfg, parts, module, trainer, fit_seconds) -> dict:
     )
     if evaluation:
         shown = {
-            k: v
-            for k, v in evaluation.items()
-            if k.split("_")[0] in ("fid", "kid", "is", "bpd", "vlb", "real")
+            k: v for k, v in evaluation.items() if metric_of(k.removeprefix("real_")) is not None
         }
         print("  " + ", ".join(f"{k} {v:.4g}" for k, v in shown.items() if isinstance(v, float)))
     return results

@@ -39,8 +39,8 @@ from diffusion_lab.metrics.features import (
     inception_weights_path,
     to_uint8,
 )
+from diffusion_lab.metrics.names import QUALITY
 
-METRICS = ("fid", "kid", "is")
 EXTRACTORS = ("inception", "domain")
 _FLAGS = {"fid": "fid", "kid": "kid", "is": "isc"}  # our name -> torch-fidelity's switch
 
@@ -71,8 +71,8 @@ class _Images(Dataset):
 
 
 def _check_metrics(metrics: Sequence[str]) -> None:
-    if not metrics or set(metrics) - set(METRICS):
-        raise ValueError(f"metrics={list(metrics)}: choose from {list(METRICS)}")
+    if not metrics or set(metrics) - set(QUALITY):
+        raise ValueError(f"metrics={list(metrics)}: choose from {list(QUALITY)}")
 
 
 def _as_dataset(data: Tensor | Dataset) -> Dataset:
@@ -84,7 +84,7 @@ def fidelity_metrics(
     input2: Tensor | Dataset | None,
     *,
     feature_extractor: str,
-    metrics: Sequence[str] = METRICS,
+    metrics: Sequence[str] = QUALITY,
     weights_path: str | None = None,
     kid_subset_size: int = 1000,
     kid_subsets: int = 100,
@@ -96,7 +96,8 @@ def fidelity_metrics(
     seed: int = 2020,
     verbose: bool = False,
 ) -> dict[str, float]:
-    """torch_fidelity.calculate_metrics on inputs the extractor takes as they are.
+    """torch_fidelity.calculate_metrics on inputs the extractor takes as they are: the one place
+    its options are spelled (the callers above pass them through as `**options`).
 
     input1 holds the generated samples (IS is computed on it), input2 the reference (needed for
     FID and KID; cached as `input2_cache_name` when that and cache_dir are given). Returns
@@ -144,19 +145,13 @@ def sample_quality(
     reference: Tensor | Dataset | None,
     *,
     extractor: str = "inception",
-    metrics: Sequence[str] = METRICS,
+    metrics: Sequence[str] = QUALITY,
     num_samples: int | None = None,
     cache_dir: str | os.PathLike | None = None,
     cache_name: str | None = None,
-    kid_subset_size: int = 1000,
-    kid_subsets: int = 100,
-    isc_splits: int = 10,
     inception_weights: str | os.PathLike | None = None,
     classifier: DomainClassifier | str | os.PathLike | None = None,
-    batch_size: int = 64,
-    cuda: bool | None = None,
-    seed: int = 2020,
-    verbose: bool = False,
+    **options,
 ) -> dict[str, float]:
     """FID/KID/IS of `samples` against `reference` (the training split), keyed by extractor and count.
 
@@ -165,6 +160,8 @@ def sample_quality(
     to do). extractor="domain": the `classifier` from `train_or_load_classifier` (or its file);
     keys then carry its dataset tag (`fid_digits_2k`). The first `num_samples` samples are
     scored (None: all). With cache_dir and cache_name the reference features are cached.
+    `options` (kid_subset_size, kid_subsets, isc_splits, batch_size, cuda, seed, verbose) go to
+    `fidelity_metrics`.
     """
     if extractor not in EXTRACTORS:
         raise ValueError(f"extractor={extractor!r}: choose from {list(EXTRACTORS)}")
@@ -211,15 +208,9 @@ def sample_quality(
         feature_extractor=name,
         metrics=metrics,
         weights_path=weights,
-        kid_subset_size=kid_subset_size,
-        kid_subsets=kid_subsets,
-        isc_splits=isc_splits,
         cache_dir=cache_dir,
         input2_cache_name=None if cache_name is None else f"{cache_name}-{ident}",
-        batch_size=batch_size,
-        cuda=cuda,
-        seed=seed,
-        verbose=verbose,
+        **options,
     )
     out = {}
     for short, value in values.items():

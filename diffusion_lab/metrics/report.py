@@ -25,18 +25,9 @@ from tqdm.auto import tqdm
 from diffusion_lab.metrics.classifier import train_or_load_classifier
 from diffusion_lab.metrics.fidelity import evaluate_sample_quality
 from diffusion_lab.metrics.likelihood import bits_per_dim, default_t_min
+from diffusion_lab.metrics.names import LIKELIHOOD, QUALITY, check_metrics
 from diffusion_lab.metrics.vlb import ddpm_vlb_bits_per_dim
 from diffusion_lab.sampling import generate_ema, require_finite_samples
-
-QUALITY = ("fid", "kid", "is")
-KNOWN = (*QUALITY, "nll", "vlb")
-
-
-def check_metrics(metrics) -> list[str]:
-    unknown = [m for m in metrics if m not in KNOWN]
-    if unknown:
-        raise ValueError(f"evaluation.metrics: unknown {unknown}; choose from {list(KNOWN)}")
-    return list(metrics)
 
 
 @torch.no_grad()
@@ -183,7 +174,7 @@ def evaluate(
             n_real = len(_held_out_images(datamodule, cfg["num_samples"])[0])
             if n_real < len(samples):
                 out.update(quality(samples[:n_real], datamodule, cfg, cache_dir))
-    for which in ("nll", "vlb"):
+    for which in LIKELIHOOD:
         if which not in metrics:
             continue
         reason = _skip_reason(module.process, which)
