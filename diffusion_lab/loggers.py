@@ -27,21 +27,15 @@ _MODES = {"dryrun": "offline", "run": "online"}  # wandb's older spellings
 
 
 def wandb_api_key_found() -> bool:
-    """Whether wandb would find credentials without asking: env, netrc or its settings files.
+    """Whether wandb finds credentials without asking: env, netrc or its settings files.
 
-    Uses wandb's own lookup (`wandb.sdk.lib.wbauth.authenticate_session` with `prompt=False`,
-    which `wandb.init` runs before it would prompt; wandb 0.31); it reads the environment and
-    files only and contacts no server.
+    `wandb.login(prompt=False, verify=False)` (public API): with no credentials it returns False
+    at once, changes nothing and contacts no server; with some it sets up the session that the
+    following `wandb.init` would set up anyway.
     """
-    from wandb.sdk import wandb_setup
-    from wandb.sdk.lib import wbauth
+    import wandb
 
-    settings = wandb_setup.singleton().settings
-    host = wbauth.HostUrl(settings.base_url, app_url=settings.app_url)
-    auth = wbauth.authenticate_session(
-        host=host, source="diffusion_lab", prompt=False, update_session=False
-    )
-    return auth is not None
+    return bool(wandb.login(prompt=False, verify=False))
 
 
 def sync_hint(save_dir: str | os.PathLike) -> str:
