@@ -1,4 +1,10 @@
-"""Measures training throughput (images/s over the training steps only) and peak memory."""
+"""Measures training throughput (images/s over the training steps only) and peak memory.
+
+Why not Lightning's `ThroughputMonitor`: it times from `on_train_start`, so validation, sample
+grids and metric callbacks between steps count as training time, and it keeps no state across a
+resume. results.json's `train_images_per_s` is the rate of the optimisation steps alone, summed
+over every segment of a resumed run (this callback's state_dict travels in the checkpoint).
+"""
 
 import resource
 import time

@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
+from torchmetrics.classification import MulticlassAccuracy
 
 from diffusion_lab.data.statistics import cache_key
 from diffusion_lab.io import atomic_torch_save
@@ -125,14 +126,13 @@ def _feature_rms(model: DomainClassifier, dataset: Dataset, device: torch.device
 
 
 def _accuracy(model: nn.Module, dataset: Dataset, device: torch.device, batch_size: int) -> float:
-    correct = total = 0
+    """Top-1 accuracy over `dataset` (torchmetrics, accumulated over batches)."""
+    accuracy = MulticlassAccuracy(num_classes=model.head.out_features, average="micro").to(device)
     model.eval()
     with torch.no_grad():
         for x, y in DataLoader(dataset, batch_size=batch_size):
-            pred = model(x.to(device).float()).argmax(1).cpu()
-            correct += (pred == y).sum().item()
-            total += len(y)
-    return correct / total
+            accuracy.update(model(x.to(device).float()), torch.as_tensor(y).to(device))
+    return float(accuracy.compute())
 
 
 def _train(
