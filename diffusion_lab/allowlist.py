@@ -44,7 +44,7 @@ EXTRA_TARGETS: dict[str, tuple[str, ...]] = {
     ),
 }
 
-# Targets renamed since checkpoints were first written (old -> new): `rename_targets` maps a stored
+# Targets renamed since checkpoints were first written (old -> new; issue 15): `rename_targets` maps a stored
 # config onto today's names before it is checked, so older checkpoints keep loading.
 RENAMED_TARGETS: dict[str, str] = {
     "diffusion_lab.samplers.ancestral.sample": "diffusion_lab.samplers.ancestral.ancestral",
@@ -53,6 +53,11 @@ RENAMED_TARGETS: dict[str, str] = {
     "diffusion_lab.samplers.momentum.naive": "diffusion_lab.samplers.momentum.soft_naive",
     "diffusion_lab.samplers.cold.naive": "diffusion_lab.samplers.cold.cold_naive",
     "diffusion_lab.samplers.cold.improved": "diffusion_lab.samplers.cold.cold",
+    "diffusion_lab.schedules.EDM": "diffusion_lab.schedules.EDMSchedule",
+    "diffusion_lab.precond.EDM": "diffusion_lab.precond.EDMPrecond",
+    "diffusion_lab.objectives.weighting.EDM": "diffusion_lab.objectives.weighting.EDMWeighting",
+    "diffusion_lab.objectives.weighting.Uniform": "diffusion_lab.objectives.weighting.UniformWeighting",
+    "diffusion_lab.objectives.time.Uniform": "diffusion_lab.objectives.time.UniformTime",
 }
 
 _INTERPOLATION = re.compile(r"^\$\{(\w+)\}$")  # a whole group interpolated: `${basis}`

@@ -54,7 +54,7 @@ class _Precond:
         return f"{type(self).__name__}(sigma_data={self.sigma_data}{extra})"
 
 
-class EDM(_Precond):
+class EDMPrecond(_Precond):
     def coefficients(self, alpha, sigma, sd):
         v = alpha**2 * sd**2 + sigma**2
         return alpha * sd**2 / v, sigma * sd * torch.rsqrt(v), torch.rsqrt(v)

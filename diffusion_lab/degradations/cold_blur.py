@@ -10,9 +10,8 @@ With to_mean_last_step the last level is replaced by the per-channel mean (the p
 generation option), so only the channel means survive at t = 1 and the prior draws them from a
 full-covariance GMM fitted to the training set's channel means (§5.1), plus prior_noise · z.
 
-`ColdDegradation` is the surface all Cold operators share (here, beside the first of them): t maps
-to the level k = ceil(t·T) clamped to [0, T], so the `uniform` grid with T steps visits t_i = i/T;
-α = 1 and σ = `noise` (x_t = degrade(x0, t) + σ z); the backbone is conditioned on t itself.
+The surface all Cold operators share (levels, α = 1, σ = noise) is `ColdDegradation`
+(degradations/cold.py).
 
 Shapes: x0 (B, C, H, W) in [−1, 1]; t (B,); α, σ (B, 1, 1, 1).
 """
@@ -23,46 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from diffusion_lab.degradations.base import Degradation
+from diffusion_lab.degradations.cold import ColdDegradation
 from diffusion_lab.priors import GaussianMixturePrior
-
-LEVEL_TOLERANCE = 1e-3  # in level units: t = i/T rounded to float32 still maps to level i
-
-
-class ColdDegradation(Degradation):
-    """Deterministic operator degrade(x0, t) on T discrete levels, plus small noise σ."""
-
-    linear = False
-    full_rank_noise = False
-    isotropic = False
-    schedule_type = None
-
-    def __init__(self, num_levels: int, noise: float = 0.0):
-        super().__init__()
-        if num_levels < 1 or noise < 0:
-            raise ValueError(
-                f"degradation.num_levels must be >= 1 and degradation.noise >= 0, "
-                f"got num_levels={num_levels}, noise={noise}"
-            )
-        self.num_levels, self.noise = int(num_levels), float(noise)
-
-    def level(self, t: Tensor) -> Tensor:
-        """Level k = ceil(t·T) clamped to [0, T], as int64 (B,)."""
-        k = torch.ceil(t.double() * self.num_levels - LEVEL_TOLERANCE)
-        return k.clamp(0, self.num_levels).long()
-
-    def alpha_sigma(self, schedule, t: Tensor, data_shape) -> tuple[Tensor, Tensor]:
-        alpha = torch.ones(t.shape[0], *([1] * len(data_shape)), device=t.device)
-        return alpha, torch.full_like(alpha, self.noise)
-
-    def noise_cond(self, schedule, t: Tensor) -> Tensor:
-        return t.float()
-
-    @staticmethod
-    def _randn(shape, device, generator) -> Tensor:
-        gen_device = generator.device if generator is not None else device
-        return torch.randn(shape, generator=generator, device=gen_device).to(device)
-
 
 ROUTINES = {
     "constant": lambda std, k: std,

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from diffusion_lab.degradations.cold_blur import ColdDegradation
+from diffusion_lab.degradations.cold import ColdDegradation
 from diffusion_lab.priors import GaussianMixturePrior
 
 UPSAMPLE_MODES = {"nearest": "nearest-exact", "bicubic": "bicubic"}

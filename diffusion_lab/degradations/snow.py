@@ -19,7 +19,7 @@ import math
 import torch
 from torch import Tensor
 
-from diffusion_lab.degradations.cold_blur import ColdDegradation
+from diffusion_lab.degradations.cold import ColdDegradation
 
 
 class Snow(ColdDegradation):

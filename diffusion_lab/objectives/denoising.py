@@ -6,13 +6,13 @@ With w = 1/c_out² and a log-normal t this is EDM's loss; with w = SNR it is DDP
 """
 
 from diffusion_lab.objectives.base import Objective
-from diffusion_lab.objectives.weighting import Uniform
+from diffusion_lab.objectives.weighting import UniformWeighting
 
 
 class Denoising(Objective):
     def __init__(self, time, weighting=None):
         super().__init__(time)
-        self.weighting = weighting or Uniform()
+        self.weighting = weighting or UniformWeighting()
 
     def error(self, state, c_t, c0, c0_hat, z):
         return self.weighting(state) * (c0_hat - c0) ** 2

@@ -14,7 +14,7 @@ import torch
 from torch import Tensor
 
 
-class Uniform:
+class UniformTime:
     needs_logsnr = False
 
     def __init__(self, t_min: float = 1e-4):
@@ -29,13 +29,13 @@ class Uniform:
         return self._to_range(torch.rand(batch, device=device))
 
 
-class Stratified(Uniform):
+class Stratified(UniformTime):
     def __call__(self, batch: int, process, device) -> Tensor:
         strata = torch.randperm(batch, device=device)
         return self._to_range((strata + torch.rand(batch, device=device)) / batch)
 
 
-class LogNormal(Uniform):
+class LogNormal(UniformTime):
     needs_logsnr = True
 
     def __init__(self, p_mean: float = -1.2, p_std: float = 1.2, t_min: float = 1e-4):

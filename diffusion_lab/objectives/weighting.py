@@ -16,7 +16,7 @@ from diffusion_lab.process import State
 SIGMA2_FLOOR = 1e-20
 
 
-class Uniform:
+class UniformWeighting:
     def __call__(self, state: State) -> Tensor:
         return torch.ones_like(state.sigma)
 
@@ -31,7 +31,7 @@ class MinSNR:
         return state.snr.clamp(max=self.gamma)
 
 
-class EDM:
+class EDMWeighting:
     def __init__(self, sigma_data: float = 0.5):
         self.sigma_data = float(sigma_data)
 

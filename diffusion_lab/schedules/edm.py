@@ -13,7 +13,7 @@ from torch import Tensor
 from diffusion_lab.schedules.base import LogSNRSchedule
 
 
-class EDM(LogSNRSchedule):
+class EDMSchedule(LogSNRSchedule):
     def __init__(self, sigma_max: float = 80.0, rho: float = 7.0, sigma_min: float = 0.0):
         super().__init__()
         if not 0 <= sigma_min < sigma_max or rho <= 0:

@@ -98,7 +98,7 @@ def test_incompatible_combinations_name_both_groups(make_cfg, overrides, names):
         ("blur", "blur_geometric", "denoising", "momentum"),
         ("blur_noise", "blur_w2", "denoising", "momentum"),
         ("mask", "cosine", "soft_score", "momentum"),
-        ("gud", "cosine", "gud", "sde"),
+        ("gud", "cosine", "eps", "sde"),
         ("cold_blur", "cosine", "cold", "cold"),
         ("pixelate", "cosine", "cold", "cold"),
         ("snow", "cosine", "cold", "cold"),
@@ -112,6 +112,8 @@ def test_degradation_picks_matching_defaults(make_cfg, degradation, schedule, ob
         objective,
         sampler,
     )
+    if degradation == "gud":  # GUD's ε-loss on stratified t (Gerdes et al. 2024)
+        assert cfg.choices["objective/time"] == "stratified"
     overridden = make_cfg(f"degradation={degradation}", "objective=v")
     assert overridden.choices.objective == "v"  # the command line still wins
 

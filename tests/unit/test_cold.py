@@ -207,12 +207,12 @@ def test_priors_have_the_right_shape_and_live_in_the_checkpoint():
 def test_cold_objective_matches_hand_computation(norm):
     process, x0 = ForwardProcess(ColdBlur(num_levels=5), None, SHAPE), _images()
     x0_hat = x0 + torch.linspace(-0.5, 0.5, 16)
-    loss = Cold(times.Uniform(), norm=norm)(lambda x, s, c=None: x0_hat, process, x0, t=_t(0.5))
+    loss = Cold(times.UniformTime(), norm=norm)(lambda x, s, c=None: x0_hat, process, x0, t=_t(0.5))
     diff = x0_hat - x0
     expected = (diff.abs() if norm == "l1" else diff**2).flatten(1).mean(1)
     assert loss.shape == (4,) and torch.allclose(loss, expected)
     with pytest.raises(ValueError, match="l1"):
-        Cold(times.Uniform(), norm="huber")
+        Cold(times.UniformTime(), norm="huber")
 
 
 def test_forward_process_round_trip():

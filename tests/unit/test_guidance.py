@@ -21,7 +21,7 @@ from diffusion_lab.guidance import (
     spread_labels,
 )
 from diffusion_lab.module import DiffusionModule, step_seed
-from diffusion_lab.precond import EDM
+from diffusion_lab.precond import EDMPrecond
 from diffusion_lab.process import ForwardProcess, State
 from diffusion_lab.sampling import CountCalls
 from diffusion_lab.schedules import Cosine
@@ -53,7 +53,7 @@ def denoiser_and_process(kind: str = "vp"):
             ForwardProcess(VariancePreserving(), Cosine(), SHAPE).setup(None),
             None,
         )
-    return Denoiser(conditional_unet(), EDM(0.5), process.basis, sigma_data), process
+    return Denoiser(conditional_unet(), EDMPrecond(0.5), process.basis, sigma_data), process
 
 
 class Spy(torch.nn.Module):
@@ -164,7 +164,7 @@ def test_no_labels_is_a_plain_unconditional_call():
     assert spy.calls == [(4, None)]
     assert null_label_of(den) == NUM_CLASSES
     with pytest.raises(ValueError, match="class-conditional backbone"):
-        null_label_of(Denoiser(torch.nn.Identity(), EDM(), process.basis))
+        null_label_of(Denoiser(torch.nn.Identity(), EDMPrecond(), process.basis))
 
 
 @torch.no_grad()

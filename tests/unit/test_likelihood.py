@@ -32,9 +32,9 @@ from diffusion_lab.metrics.likelihood import (
     uniform_dequantize,
 )
 from diffusion_lab.metrics.vlb import ddpm_vlb_bits_per_dim
-from diffusion_lab.precond import EDM as EDMPrecond
+from diffusion_lab.precond import EDMPrecond
 from diffusion_lab.process import ForwardProcess
-from diffusion_lab.schedules import EDM, Cosine
+from diffusion_lab.schedules import Cosine, EDMSchedule
 from diffusion_lab.schedules.blur import GeometricBlur
 from diffusion_lab.schedules.blur_w2 import BlurW2
 from tests.oracles import gaussian, two_modes
@@ -47,7 +47,7 @@ LN2 = math.log(2)
 def _processes(dim):
     return {
         "vp_cosine": ForwardProcess(VariancePreserving(), Cosine(), (dim,)),
-        "ve_edm": ForwardProcess(VarianceExploding(), EDM(), (dim,)),
+        "ve_edm": ForwardProcess(VarianceExploding(), EDMSchedule(), (dim,)),
     }
 
 

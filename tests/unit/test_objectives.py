@@ -10,13 +10,13 @@ from diffusion_lab.objectives import Denoising, Eps, V
 from diffusion_lab.objectives import time as times
 from diffusion_lab.objectives import weighting as weights
 from diffusion_lab.process import ForwardProcess
-from diffusion_lab.schedules import EDM, Cosine
+from diffusion_lab.schedules import Cosine, EDMSchedule
 from tests.numerics import EPS32
 from tests.oracles import gaussian
 
 PROCESSES = [
     ForwardProcess(VariancePreserving(), Cosine(), (4,)),
-    ForwardProcess(VarianceExploding(), EDM(), (4,)),
+    ForwardProcess(VarianceExploding(), EDMSchedule(), (4,)),
 ]
 
 
@@ -39,7 +39,7 @@ def _noisy_denoiser(x, state, cond=None):
 def test_eps_and_v_are_weighted_x0_mse(process, objective, equivalent):
     torch.manual_seed(0)
     x0, z, t = torch.randn(16, 4), torch.randn(16, 4), torch.rand(16) * 0.98 + 0.01
-    uni = times.Uniform()
+    uni = times.UniformTime()
     a = objective(uni)(_noisy_denoiser, process, x0, t=t, noise=z)
     b = Denoising(uni, equivalent())(_noisy_denoiser, process, x0, t=t, noise=z)
     assert torch.allclose(a, b, rtol=1e-3, atol=1e-6)
@@ -51,7 +51,7 @@ def test_exact_denoiser_attains_posterior_variance(process):
     torch.manual_seed(0)
     data = gaussian(0.2, 0.4)
     x0, _ = data.sample(100_000)
-    loss = Denoising(times.Uniform(), weights.Uniform())
+    loss = Denoising(times.UniformTime(), weights.UniformWeighting())
     for t in (0.3, 0.6):
         tt = torch.full((x0.shape[0],), t)
         st = process.state(tt[:1])
@@ -67,7 +67,7 @@ def test_stratified_has_one_draw_per_stratum():
 
 
 def test_uniform_range():
-    t = times.Uniform(t_min=0.1)(10_000, None, "cpu")
+    t = times.UniformTime(t_min=0.1)(10_000, None, "cpu")
     assert t.min() >= 0.1 and t.max() <= 1.0 and t.mean().item() == pytest.approx(0.55, abs=0.01)
 
 
@@ -85,11 +85,13 @@ def test_weightings():
     st = process.state(torch.tensor([0.3, 0.7]))
     s = st.sigma.double()  # the closed forms in float64
     rounding = dict(rtol=8 * EPS32, atol=0)  # derived: <= 8 float32 roundings of positive terms
-    assert torch.allclose(weights.EDM(0.5)(st).double(), (s**2 + 0.25) / (s * 0.5) ** 2, **rounding)
+    assert torch.allclose(
+        weights.EDMWeighting(0.5)(st).double(), (s**2 + 0.25) / (s * 0.5) ** 2, **rounding
+    )
     assert torch.allclose(
         weights.MinSNR(5.0)(st).double(), torch.clamp(1 / s**2, max=5.0), **rounding
     )
-    assert math.isclose(weights.Uniform()(st).sum().item(), 2.0)
+    assert math.isclose(weights.UniformWeighting()(st).sum().item(), 2.0)
 
 
 def test_edm_weighting_stays_finite_where_sigma_underflows():
@@ -99,16 +101,16 @@ def test_edm_weighting_stays_finite_where_sigma_underflows():
     from diffusion_lab.denoiser import Denoiser
     from diffusion_lab.objectives import weighting
     from diffusion_lab.objectives.denoising import Denoising
-    from diffusion_lab.objectives.time import Uniform
-    from diffusion_lab.precond import EDM as EDMPrecond
+    from diffusion_lab.objectives.time import UniformTime
+    from diffusion_lab.precond import EDMPrecond
     from diffusion_lab.process import ForwardProcess
-    from diffusion_lab.schedules.edm import EDM
+    from diffusion_lab.schedules.edm import EDMSchedule
 
     t = torch.tensor([1e-4, 5e-4, 1e-3, 2e-3])
     for degradation in (VarianceExploding(), VariancePreserving()):
-        process = ForwardProcess(degradation, EDM(), (1, 4, 4))
+        process = ForwardProcess(degradation, EDMSchedule(), (1, 4, 4))
         denoiser = Denoiser(lambda x, n, c: torch.zeros_like(x), EDMPrecond(), Identity())
-        loss = Denoising(Uniform(), weighting.EDM())(
+        loss = Denoising(UniformTime(), weighting.EDMWeighting())(
             denoiser, process, torch.randn(4, 1, 4, 4), t=t
         )
         assert torch.isfinite(loss).all()

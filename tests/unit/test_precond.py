@@ -5,7 +5,7 @@ import torch
 
 from diffusion_lab.bases import Identity
 from diffusion_lab.denoiser import Denoiser
-from diffusion_lab.precond import EDM, X0, Eps, V
+from diffusion_lab.precond import X0, EDMPrecond, Eps, V
 from diffusion_lab.process import State
 
 SD = 0.5
@@ -19,7 +19,7 @@ EXACT = dict(rtol=1e-12, atol=1e-12)
 
 def test_edm_reduces_to_paper_when_alpha_is_one():
     s = S64
-    c_skip, c_out, c_in = EDM(SD)(torch.ones_like(s), s)
+    c_skip, c_out, c_in = EDMPrecond(SD)(torch.ones_like(s), s)
     assert torch.allclose(c_skip, SD**2 / (s**2 + SD**2), **EXACT)
     assert torch.allclose(c_out, s * SD / (s**2 + SD**2).sqrt(), **EXACT)
     assert torch.allclose(c_in, 1 / (s**2 + SD**2).sqrt(), **EXACT)
@@ -27,7 +27,7 @@ def test_edm_reduces_to_paper_when_alpha_is_one():
 
 def test_edm_unit_variance_input_and_target():
     """x0 ~ N(0, σ_d²): Var(c_in x_t) = 1 and Var((x0 − c_skip x_t)/c_out) = 1 (EDM App. B.6)."""
-    c_skip, c_out, c_in = EDM(SD)(A64, S64)
+    c_skip, c_out, c_in = EDMPrecond(SD)(A64, S64)
     var_x = A64**2 * SD**2 + S64**2
     assert torch.allclose(c_in**2 * var_x, torch.ones_like(var_x), **EXACT)
     var_target = ((1 - c_skip * A64) ** 2 * SD**2 + c_skip**2 * S64**2) / c_out**2
@@ -35,7 +35,7 @@ def test_edm_unit_variance_input_and_target():
 
 
 @pytest.mark.parametrize(
-    "precond", [EDM(SD), Eps(SD), V(SD), X0(SD)], ids=lambda p: type(p).__name__
+    "precond", [EDMPrecond(SD), Eps(SD), V(SD), X0(SD)], ids=lambda p: type(p).__name__
 )
 def test_ideal_network_output_recovers_x0(precond):
     """Each parameterisation's ideal F (z, v = αz − σx0, x0, EDM target) gives D = x0 exactly."""
@@ -61,17 +61,17 @@ class _Const(torch.nn.Module):
 
 def test_denoiser_applies_coefficients():
     net = _Const(0.25)
-    d = Denoiser(net, EDM(SD), Identity())
+    d = Denoiser(net, EDMPrecond(SD), Identity())
     st = State(t=torch.rand(4), alpha=alpha, sigma=sigma, noise_cond=torch.zeros(4))
     x = torch.randn(4, 6)
-    c_skip, c_out, c_in = EDM(SD)(alpha, sigma)
+    c_skip, c_out, c_in = EDMPrecond(SD)(alpha, sigma)
     assert torch.allclose(d(x, st), c_skip * x + c_out * 0.25)
     assert torch.allclose(net.seen, c_in * x)
 
 
 def test_sigma_data_must_be_positive():
     with pytest.raises(ValueError, match="sigma_data"):
-        EDM(0)
+        EDMPrecond(0)
 
 
 class _Linear(torch.nn.Module):
@@ -86,7 +86,7 @@ class _Linear(torch.nn.Module):
 
 def test_only_the_backbone_runs_under_autocast():
     net = _Linear()
-    d = Denoiser(net, EDM(SD), Identity())
+    d = Denoiser(net, EDMPrecond(SD), Identity())
     st = State(t=torch.rand(4), alpha=alpha, sigma=sigma, noise_cond=torch.zeros(4))
     with torch.autocast("cpu", dtype=torch.bfloat16):
         out = d(torch.randn(4, 6), st)
@@ -96,9 +96,9 @@ def test_only_the_backbone_runs_under_autocast():
 def test_per_component_sigma_data_is_edm_per_component():
     """A tensor σ_d gives, component by component, the scalar-σ_d coefficients."""
     sd = torch.tensor([0.02, 0.1, 0.5, 1.0, 3.0, 8.0], dtype=torch.float64)
-    per_component = EDM(SD)(A64, S64, sd)
+    per_component = EDMPrecond(SD)(A64, S64, sd)
     for i, s in enumerate(sd.tolist()):
-        scalar = EDM(s)(A64, S64)
+        scalar = EDMPrecond(s)(A64, S64)
         for got, want in zip(per_component, scalar):
             assert torch.allclose(got[:, i], want[:, 0], **EXACT)
 
@@ -106,7 +106,7 @@ def test_per_component_sigma_data_is_edm_per_component():
 def test_per_component_edm_is_the_gaussian_posterior():
     """x0_i ~ N(0, s_i²): c_skip x_t = E[x0 | x_t] (Wiener filter) and c_out² = Var[x0 | x_t]."""
     s = torch.tensor([0.02, 0.1, 0.5, 1.0, 3.0, 8.0], dtype=torch.float64)
-    c_skip, c_out, _ = EDM(SD)(A64, S64, s)
+    c_skip, c_out, _ = EDMPrecond(SD)(A64, S64, s)
     precision = 1 / s**2 + A64**2 / S64**2  # posterior precision of x0_i given x_t,i
     assert torch.allclose(c_skip, (A64 / S64**2) / precision, **EXACT)
     assert torch.allclose(c_out**2, 1 / precision, **EXACT)
@@ -115,10 +115,10 @@ def test_per_component_edm_is_the_gaussian_posterior():
 def test_denoiser_uses_its_per_component_sigma_data():
     net = _Const(0.25)
     sd = torch.tensor([0.02, 0.1, 0.5, 1.0, 3.0, 8.0])
-    d = Denoiser(net, EDM(SD, per_component=True), Identity(), sigma_data=sd)
+    d = Denoiser(net, EDMPrecond(SD, per_component=True), Identity(), sigma_data=sd)
     st = State(t=torch.rand(4), alpha=alpha, sigma=sigma, noise_cond=torch.zeros(4))
     x = torch.randn(4, 6)
-    c_skip, c_out, c_in = EDM(SD)(alpha, sigma, sd)
+    c_skip, c_out, c_in = EDMPrecond(SD)(alpha, sigma, sd)
     assert torch.allclose(d(x, st), c_skip * x + c_out * 0.25)
     assert torch.allclose(net.seen, c_in * x)
     assert torch.equal(d.state_dict()["sigma_data"], sd)  # saved with the weights

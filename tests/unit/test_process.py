@@ -5,13 +5,13 @@ import torch
 
 from diffusion_lab.degradations import VarianceExploding, VariancePreserving
 from diffusion_lab.process import ForwardProcess
-from diffusion_lab.schedules import EDM, Cosine, LinearBeta
+from diffusion_lab.schedules import Cosine, EDMSchedule, LinearBeta
 
 
 @pytest.fixture(
     params=[
         (VariancePreserving, Cosine),
-        (VarianceExploding, EDM),
+        (VarianceExploding, EDMSchedule),
         (VariancePreserving, LinearBeta),
     ]
 )

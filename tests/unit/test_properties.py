@@ -33,7 +33,7 @@ from diffusion_lab.degradations.blur import Blur, BlurNoise
 from diffusion_lab.degradations.gud import GUD
 from diffusion_lab.degradations.mask import Mask
 from diffusion_lab.process import ForwardProcess
-from diffusion_lab.schedules import EDM, Cosine, LinearBeta, Sigmoid
+from diffusion_lab.schedules import Cosine, EDMSchedule, LinearBeta, Sigmoid
 from diffusion_lab.schedules.blur import GeometricBlur
 from diffusion_lab.schedules.blur_w2 import BlurW2
 from tests.numerics import f32_tol
@@ -240,8 +240,8 @@ LOGSNR_SCHEDULES = [
     Cosine(logsnr_min=-8, logsnr_max=8),
     Sigmoid(),
     Sigmoid(start=0.0, end=3.0, tau=0.7),
-    EDM(),
-    EDM(sigma_min=0.002),
+    EDMSchedule(),
+    EDMSchedule(sigma_min=0.002),
 ]
 schedule_param = pytest.mark.parametrize("schedule", LOGSNR_SCHEDULES, ids=repr)
 T_MIN = 1e-4  # the smallest t the time densities draw (objectives/time.py)
@@ -397,8 +397,8 @@ PROCESS_FACTORIES = {
     "vp_cosine": (_gaussian(VariancePreserving, Cosine), True),
     "vp_linear": (_gaussian(VariancePreserving, LinearBeta), True),
     "vp_sigmoid": (_gaussian(VariancePreserving, Sigmoid), True),
-    "vp_edm": (_gaussian(VariancePreserving, EDM), True),
-    "ve_edm": (_gaussian(VarianceExploding, EDM), True),
+    "vp_edm": (_gaussian(VariancePreserving, EDMSchedule), True),
+    "ve_edm": (_gaussian(VarianceExploding, EDMSchedule), True),
     "ve_cosine": (_gaussian(VarianceExploding, Cosine), True),
     "blur_geometric": (lambda: (Blur(noise=0.01), GeometricBlur(0.5, 8.0)), False),
     "blur_w2": (lambda: (Blur(noise=0.01), BlurW2(0.05, 8.0)), False),

@@ -15,13 +15,13 @@ import torch
 from diffusion_lab.degradations import VarianceExploding, VariancePreserving
 from diffusion_lab.process import ForwardProcess
 from diffusion_lab.samplers import ancestral, ddim, grids, pf_ode
-from diffusion_lab.schedules import EDM, Cosine, LinearBeta
+from diffusion_lab.schedules import Cosine, EDMSchedule, LinearBeta
 from tests.oracles import gaussian, two_modes
 
 N = 4000
 PROCESSES = {
     "vp_cosine": ForwardProcess(VariancePreserving(), Cosine(), (4,)),
-    "ve_edm": ForwardProcess(VarianceExploding(), EDM(), (4,)),
+    "ve_edm": ForwardProcess(VarianceExploding(), EDMSchedule(), (4,)),
 }
 SAMPLERS = {
     "ancestral": partial(ancestral.ancestral, num_steps=500, grid=grids.uniform),

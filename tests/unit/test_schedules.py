@@ -6,15 +6,15 @@ import pytest
 import torch
 
 from diffusion_lab.degradations import VarianceExploding, VariancePreserving
-from diffusion_lab.schedules import EDM, Cosine, LinearBeta, Sigmoid
+from diffusion_lab.schedules import Cosine, EDMSchedule, LinearBeta, Sigmoid
 
 SCHEDULES = [
     LinearBeta(),
     Cosine(),
     Sigmoid(),
-    EDM(),
+    EDMSchedule(),
     Cosine(logsnr_min=-8, logsnr_max=8),
-    EDM(sigma_min=0.002),
+    EDMSchedule(sigma_min=0.002),
 ]
 t = torch.linspace(0.001, 0.999, 999, dtype=torch.float64)
 
@@ -40,8 +40,10 @@ def test_endpoints():
     assert Cosine(logsnr_min=-7, logsnr_max=9).logsnr(zero).item() == pytest.approx(9)
     assert Sigmoid().logsnr(zero).item() == math.inf
     assert Sigmoid().logsnr(one).item() == pytest.approx(math.log(1e-9), abs=1e-6)
-    assert EDM().sigma(zero).item() == 0 and EDM().sigma(one).item() == pytest.approx(80)
-    assert EDM(sigma_min=0.002).sigma(zero).item() == pytest.approx(0.002)
+    assert EDMSchedule().sigma(zero).item() == 0 and EDMSchedule().sigma(
+        one
+    ).item() == pytest.approx(80)
+    assert EDMSchedule(sigma_min=0.002).sigma(zero).item() == pytest.approx(0.002)
 
 
 def test_cosine_matches_nichol_dhariwal():
@@ -77,7 +79,12 @@ def test_vp_and_ve_share_the_noise_to_signal_ratio():
 
 @pytest.mark.parametrize(
     "make",
-    [lambda: LinearBeta(0.5, 0.1), lambda: Cosine(3, 2), lambda: Sigmoid(tau=0), lambda: EDM(-1)],
+    [
+        lambda: LinearBeta(0.5, 0.1),
+        lambda: Cosine(3, 2),
+        lambda: Sigmoid(tau=0),
+        lambda: EDMSchedule(-1),
+    ],
 )
 def test_invalid_parameters_raise(make):
     with pytest.raises(ValueError, match="schedule needs"):
