@@ -36,6 +36,18 @@ def compose_config(
     return cfg
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """Small tensors: intra-op threads only add synchronisation cost on a shared CPU. A module
+    uses it with `pytestmark = pytest.mark.usefixtures("one_thread")`."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture
 def make_cfg(tmp_path):
     def make(*overrides, config_name="train"):

@@ -15,13 +15,7 @@ from tests.numerics import EPS32, f32_tol
 IMAGE_SHAPES = [(1, 8, 8), (3, 16, 16), (1, 8, 12), (2, 5, 7)]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small tensors: intra-op threads only add synchronisation cost on a shared CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def pca_basis(shape, n=64, seed=0):

@@ -59,13 +59,7 @@ if IDENTITY not in FEATURE_EXTRACTORS_REGISTRY:
     register_feature_extractor(IDENTITY, IdentityExtractor)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small tensors: intra-op threads only add synchronisation cost on a shared CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def frechet(mu1, s1, mu2, s2) -> float:

@@ -49,13 +49,7 @@ PROPS = settings(
 CHEAP = settings(PROPS, max_examples=30)  # pure schedule arithmetic on a handful of numbers
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small tensors: intra-op threads only add synchronisation cost on a shared CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # -- strategies -----------------------------------------------------------------------------

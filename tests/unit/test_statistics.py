@@ -10,14 +10,7 @@ from diffusion_lab.data import DigitsDataModule, ImageDataModule
 from diffusion_lab.data import statistics as S
 from diffusion_lab.data.statistics import DatasetStatistics, compute_statistics, load_or_compute
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small tensors: intra-op threads only add synchronisation cost on a shared CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 class TinyDataModule(ImageDataModule):
