@@ -9,7 +9,7 @@ import torch
 
 from diffusion_lab.build import ConfigError, build, build_module, module_from_checkpoint
 from diffusion_lab.sampling import generate_ema
-from tests.conftest import run_cli
+from tests.conftest import run_cli, run_main
 
 CONDITIONAL = ["conditional=true", "backbone.num_classes=10"]
 FAST = ["debug=fast", "trainer.max_steps=2", "trainer.val_check_interval=2"]
@@ -75,8 +75,11 @@ def test_sample_a_class_with_guidance(runs):
     x = torch.load(cwd / "s1/samples.pt", weights_only=True)
     assert x.shape == (10, 1, 16, 16) and torch.isfinite(x).all()
 
-    proc = run_cli("sample.py", *args, "class_label=[3,5]", f"hydra.run.dir={cwd}/s2", cwd=cwd)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    # the rest in this process (same entry point, without a subprocess's start-up)
+    status, _, err = run_main(
+        "sample.py", *args, "class_label=[3,5]", f"hydra.run.dir={cwd}/s2", root=cwd
+    )
+    assert status == 0, err[-3000:]
     assert json.loads((cwd / "s2/results.json").read_text())["labels"] == [3] * 5 + [5] * 5
 
     for bad, message in [
@@ -84,9 +87,9 @@ def test_sample_a_class_with_guidance(runs):
         ("guidance=-1", "guidance=-1 is not valid"),
     ]:
         extra = [bad] if bad.startswith("class_label") else ["class_label=3", bad]
-        proc = run_cli("sample.py", *args, *extra, f"hydra.run.dir={cwd}/bad", cwd=cwd)
-        assert proc.returncode == 2 and message in proc.stderr, proc.stderr[-2000:]
-        assert "Traceback" not in proc.stderr
+        status, _, err = run_main("sample.py", *args, *extra, f"hydra.run.dir={cwd}/bad", root=cwd)
+        assert status == 2 and message in err, err[-2000:]
+        assert "Traceback" not in err
 
 
 def test_unconditional_checkpoint_rejects_class_label(runs):

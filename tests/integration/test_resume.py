@@ -242,6 +242,7 @@ def test_a_nan_step_is_skipped_counted_and_training_goes_on(make_cfg, monkeypatc
     assert trainer.callback_metrics["train/skipped_steps"] == 1
 
 
+@pytest.mark.slow  # ~90 s: three 2-rank launches; resume (above) and DDP (test_scale) are fast
 def test_resume_under_ddp_is_exact(tmp_path):
     """ddp_spawn, 2 ranks: 3 + resume 3 steps equals 6 straight (each rank's noise and data shard
     are functions of the step, so nothing per-rank needs saving)."""
