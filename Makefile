@@ -23,10 +23,11 @@ train: .venv/.installed  ## the main job: train on digits, sample, write results
 
 # Two pytest workers (pytest-xdist; an idle one steals queued tests, so no long file is left to
 # finish alone), each single-threaded: the 2-core machines CI runs on are kept busy without
-# oversubscribing. Measured on 2 cores: sequential 11:53, -n 2 by file 7:45, worksteal 7:25.
+# oversubscribing. Measured on 2 cores: sequential 11:53, -n 2 by file 7:45, worksteal 7:25
+# (issue 13); after issue 15's test clean-up, worksteal 6:01.
 XDIST   := -n 2 --dist worksteal
 
-test: .venv/.installed  ## fast test suite (about 7.5 minutes on 2 CPU cores)
+test: .venv/.installed  ## fast test suite (about 6 minutes on 2 CPU cores)
 	OMP_NUM_THREADS=1 $(PY) -m pytest -q $(XDIST) $(ARGS)
 
 test-full: .venv/.installed  ## every test, including those marked slow

@@ -41,6 +41,7 @@ def test_ddp_sim_ranks_draw_own_noise_and_replicas_stay_in_sync(tmp_path):
     assert json.loads((run / "results.json").read_text())["global_step"] == 6
 
 
+@pytest.mark.slow  # DDP (test_ddp_sim_...) and multirun (test_multirun_...) are each tested fast
 def test_ddp_under_multirun_writes_one_directory_per_job(tmp_path):
     """strategy=ddp re-runs the script for rank 1; under -m that must not re-launch the sweep."""
     sweep = tmp_path / "sweep"
