@@ -62,3 +62,20 @@ def test_rows_average_seeds_and_the_table_marks_the_targets(bench):
 def table_rows(markdown):
     lines = [line for line in markdown.splitlines() if line.startswith("| ")]
     return [[c.strip() for c in line.strip("|").split("|")] for line in lines]
+
+
+@pytest.mark.parametrize("preset", ["cpu", "gpu"])
+def test_every_family_composes_under_each_preset(bench, preset, tmp_path):
+    """The presets' overrides (GPU: MNIST at 32×32, a wider U-Net, Inception) name keys and options
+    that exist, for every family; building is left out (the GPU preset reads ../shared/data)."""
+    from tests.conftest import compose_config
+
+    spec = bench.PRESETS[preset]
+    for name, (overrides, _, _) in bench.FAMILIES.items():
+        cfg = compose_config(
+            "train",
+            [*spec["train"], *overrides, *spec.get("family", {}).get(name, [])],
+            tmp_path / name,
+        )
+        if preset == "gpu":
+            assert cfg.dataset.image_size == 32 and cfg.evaluation.extractor == "inception"
