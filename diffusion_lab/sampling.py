@@ -74,8 +74,10 @@ def generate(
     With `cond` and `guidance` w != 1 the denoiser is wrapped in classifier-free guidance
     (diffusion_lab/guidance.py), D_u + w (D_c − D_u), rescaled by `guidance_rescale` φ, with
     `null_label` the unconditional label. nfe counts network calls: a guided call evaluates the
-    network once on a doubled batch and counts once. Runs on the denoiser's device."""
-    device = next(denoiser.parameters()).device
+    network once on a doubled batch and counts once. Runs on the denoiser's device (CPU for
+    one without parameters)."""
+    weight = next(denoiser.parameters(), None)  # an exact (parameter-free) denoiser runs on the CPU
+    device = weight.device if weight is not None else torch.device("cpu")
     gen = torch.Generator(device="cpu").manual_seed(seed)
     if x_T is None:
         if not process.has_prior:
