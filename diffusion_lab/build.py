@@ -271,6 +271,25 @@ def _speed_switches(cfg: DictConfig, module: DiffusionModule) -> None:
             denoiser.backbone.compile()
 
 
+def _check_fitted_state(path, module) -> None:
+    """The fitted buffers came from the file with whatever shapes it gave them: run the process
+    once on a zero image (corrupt, denoise, draw the prior) so a mismatch fails here, in one line."""
+    process = module.process
+    x0 = torch.zeros(1, *process.data_shape)
+    try:
+        with torch.no_grad():
+            x_t, _, state = process.sample(x0, torch.full((1,), 0.5))
+            module.ema(x_t, state)
+            if process.has_prior:
+                process.prior(1, generator=torch.Generator().manual_seed(0))
+    except (RuntimeError, ValueError, IndexError) as err:
+        reason = " ".join(str(err).split())[:200]
+        raise CheckpointError(
+            f"the fitted state in {path} (bases, priors, schedule tables) does not fit the model "
+            f"its config builds ({reason}): the file is corrupt or was edited."
+        ) from None
+
+
 def module_from_checkpoint(
     path,
     sampler_cfg: DictConfig | None = None,
@@ -327,6 +346,7 @@ def module_from_checkpoint(
             f"checkpoint {path} does not match the model its config builds "
             f"(missing {missing[:3]}..., unexpected {unexpected[:3]}...)."
         )
+    _check_fitted_state(path, module)
     if parts.denoiser.precond.per_component and parts.denoiser.sigma_data is None:
         raise CheckpointError(
             f"checkpoint {path} was trained with precond.per_component=true but holds no "

@@ -221,3 +221,40 @@ def test_the_allowlist_is_per_group():
     bad["dataset"]["transform"] = torch.zeros(1)
     with pytest.raises(ForeignTargetError, match="not plain data"):
         check_stored_config(bad)
+
+
+@pytest.fixture(scope="module")
+def pca_ckpt(tmp_path_factory) -> Path:
+    """A checkpoint whose process has fitted buffers (GUD in the PCA basis, whitened)."""
+    out = tmp_path_factory.mktemp("pca")
+    args = [*FAST, "degradation=gud", "basis=pca", "degradation.order=variance"]
+    return Path(train(compose_config("train", args, out))["checkpoint"])
+
+
+@pytest.mark.parametrize(
+    "key, value",
+    [
+        ("process.degradation.basis.components", torch.eye(3)),  # wrong size for 16×16 data
+        ("process.degradation.noise_scale", torch.ones(2, 2)),
+        ("process.degradation.start", torch.full((1, 16, 16), float("nan"))),
+    ],
+    ids=["pca_of_other_size", "noise_scale_of_other_shape", "nan_start"],
+)
+def test_crafted_fitted_buffers_get_one_line(pca_ckpt, tmp_path, key, value):
+    """Fitted buffers are sized from the checkpoint (checkpoint.adopt_fitted_shapes): ones that do
+    not fit the model's data shape, or are not finite, are refused at load in one line."""
+    ckpt = torch.load(pca_ckpt, weights_only=True)
+    assert key in ckpt["state_dict"]
+    tail = key.split(".", 2)[-1]  # the basis is shared: process, denoiser and EMA all hold it
+    for name in [k for k in ckpt["state_dict"] if k.endswith(tail)]:
+        ckpt["state_dict"][name] = value
+    torch.save(ckpt, tmp_path / "bad.ckpt")
+    run = tmp_path / "run"
+    status, _, err = run_main(
+        "sample.py", f"ckpt_path={tmp_path / 'bad.ckpt'}", "num_samples=1", f"hydra.run.dir={run}",
+        root=tmp_path,
+    )  # fmt: skip
+    assert status == 2, err
+    assert err.count("\n") == 1 and err.startswith("error: "), err
+    assert "bad.ckpt" in err
+    assert not (run / "results.json").exists() and not (run / "samples.pt").exists()
