@@ -68,7 +68,15 @@ class DatasetStatistics:
 
 
 def _batches(dataset: Dataset, batch_size: int, num_workers: int):
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
+    # Its own generator: an iterator over a DataLoader draws a base seed from the global RNG,
+    # which would make a run's initial weights depend on whether this cache was warm.
+    loader = DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=False,
+        num_workers=num_workers,
+        generator=torch.Generator().manual_seed(0),
+    )
     for batch in loader:
         yield batch[0] if isinstance(batch, (list, tuple)) else batch
 

@@ -152,3 +152,15 @@ def test_cache_without_pca_is_recomputed_when_pca_is_asked_for(tmp_path, counted
     assert load_or_compute(TinyDataModule(), tmp_path).pca_components is not None
     assert load_or_compute(TinyDataModule(), tmp_path, pca=False).pca_components is not None
     assert len(counted) == 2
+
+
+def test_computing_statistics_leaves_the_global_rng_alone(tmp_path):
+    """A run's initial weights must not depend on whether the statistics cache was warm: the
+    pass over the data (a DataLoader) draws no number from the global RNG."""
+    dm = TinyDataModule()
+    torch.manual_seed(0)
+    load_or_compute(dm, tmp_path)  # cold: computes and writes the cache
+    cold = torch.rand(3)
+    torch.manual_seed(0)
+    load_or_compute(dm, tmp_path)  # warm: reads it
+    assert torch.equal(cold, torch.rand(3))
