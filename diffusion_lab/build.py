@@ -325,7 +325,13 @@ def module_from_checkpoint(
         stats = DatasetStatistics.from_dict(legacy_statistics) if legacy_statistics else None
     except TypeError as err:
         raise CheckpointError(f"{path} has malformed dataset statistics ({err}).") from None
-    parts = build(cfg, stats, restore=True)
+    try:
+        parts = build(cfg, stats, restore=True)
+    except (TypeError, AttributeError, RuntimeError, IndexError) as err:
+        if stats is None:
+            raise
+        reason = " ".join(str(err).split())[:200]
+        raise CheckpointError(f"{path} has malformed dataset statistics ({reason}).") from None
     module = build_module(cfg, parts)
     adopt_fitted_shapes(module, state_dict)
     try:

@@ -98,14 +98,27 @@ def generate(
     return out, counted.nfe
 
 
-def generate_ema(module, num_samples: int, *, sampler=None, cond: Tensor | None = None, **kwargs):
+def generate_ema(
+    module,
+    num_samples: int,
+    *,
+    sampler=None,
+    cond: Tensor | None = None,
+    datamodule=None,
+    **kwargs,
+):
     """`generate` with a DiffusionModule's EMA denoiser and process, and its own sampler unless
-    `sampler` is given. Refuses class labels for a model trained without them. Returns (x, nfe)."""
+    `sampler` is given. Refuses class labels for a model trained without them. A process without
+    a prior (snow) restores `datamodule`'s validation images degraded to t = 1 when no x_T is
+    given. Returns (x, nfe)."""
     if cond is not None and not module.class_conditional:
         raise ValueError(
             "class labels were given, but this model was trained unconditionally "
             "(conditional=false): leave class_label unset"
         )
+    if kwargs.get("x_T") is None and not module.process.has_prior and datamodule is not None:
+        seed = kwargs.get("seed", 0)
+        kwargs["x_T"] = degraded_validation_images(datamodule, module.process, num_samples, seed)
     return generate(
         module.ema,
         module.process,

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytorch_lightning as pl
 
 from diffusion_lab.loggers import log_image
-from diffusion_lab.sampling import degraded_validation_images, generate_ema
+from diffusion_lab.sampling import generate_ema
 from diffusion_lab.visualize import save_samples
 
 
@@ -25,12 +25,9 @@ class SampleGrid(pl.Callback):
     def _save(self, trainer, pl_module) -> None:
         if trainer.global_rank != 0:
             return
-        x_T = None
-        if not pl_module.process.has_prior:
-            x_T = degraded_validation_images(
-                trainer.datamodule, pl_module.process, self.num_samples, self.seed
-            )
-        x, _ = generate_ema(pl_module, self.num_samples, seed=self.seed, x_T=x_T)
+        x, _ = generate_ema(
+            pl_module, self.num_samples, seed=self.seed, datamodule=trainer.datamodule
+        )
         path = save_samples(x, self.dirpath / f"step_{trainer.global_step:07d}.png")
         log_image(trainer.loggers, "samples", path, step=trainer.global_step)
 

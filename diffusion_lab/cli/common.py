@@ -141,7 +141,7 @@ def sample_and_save(
     module, num_samples: int, seed: int, out: Path, sampler=None, x_T=None, **generate_kwargs
 ) -> dict:
     """Generate with the EMA weights (progress bar), save PNG grid + tensor; return timing facts.
-    `generate_kwargs` (cond, guidance, guidance_rescale) go to `sampling.generate_ema`."""
+    `generate_kwargs` (cond, guidance, guidance_rescale, datamodule) go to `sampling.generate_ema`."""
     start = time.perf_counter()
     x, nfe = generate_ema(
         module, num_samples, seed=seed, sampler=sampler, progress=True, x_T=x_T, **generate_kwargs

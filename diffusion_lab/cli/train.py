@@ -28,7 +28,6 @@ from diffusion_lab.cli.common import (
 from diffusion_lab.metrics.names import metric_of
 from diffusion_lab.metrics.report import evaluate
 from diffusion_lab.results import versions, write_json
-from diffusion_lab.sampling import degraded_validation_images
 from diffusion_lab.values import TRAIN_KEYS, check_values
 
 
@@ -65,10 +64,10 @@ def _after_fit(cfg, parts, module, trainer, fit_seconds) -> dict:
         return {"metrics": metrics}
 
     out = Path(cfg.paths.output_dir)
-    x_T = None  # restoration-only processes (snow) restore degraded validation images
-    if not parts.process.has_prior:
-        x_T = degraded_validation_images(parts.datamodule, parts.process, cfg.num_samples, cfg.seed)
-    sampling = sample_and_save(module, cfg.num_samples, cfg.seed, out / "samples", x_T=x_T)
+    # restoration-only processes (snow) restore degraded validation images
+    sampling = sample_and_save(
+        module, cfg.num_samples, cfg.seed, out / "samples", datamodule=parts.datamodule
+    )
     evaluation = None
     if cfg.evaluation.metrics:
         evaluation = evaluate(

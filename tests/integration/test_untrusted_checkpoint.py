@@ -258,3 +258,28 @@ def test_crafted_fitted_buffers_get_one_line(pca_ckpt, tmp_path, key, value):
     assert err.count("\n") == 1 and err.startswith("error: "), err
     assert "bad.ckpt" in err
     assert not (run / "results.json").exists() and not (run / "samples.pt").exists()
+
+
+def test_crafted_legacy_statistics_get_one_line(pca_ckpt, tmp_path):
+    """Checkpoints from before issue 15 carry dataset statistics, from which the fitted state is
+    rebuilt: ones of the wrong type are refused in one line, with no write."""
+    from diffusion_lab.checkpoint import LEGACY_STATISTICS_KEY
+
+    ckpt = torch.load(pca_ckpt, weights_only=True)
+    ckpt[LEGACY_STATISTICS_KEY] = {
+        "mean": torch.zeros(1, 16, 16),
+        "std": torch.ones(1, 16, 16),
+        "num_samples": 3,
+        "images": "not images",
+        "pca_components": torch.eye(256),
+        "pca_variance": torch.ones(256),
+    }
+    torch.save(ckpt, tmp_path / "legacy.ckpt")
+    run = tmp_path / "run"
+    status, _, err = run_main(
+        "sample.py", f"ckpt_path={tmp_path / 'legacy.ckpt'}", "num_samples=1", f"hydra.run.dir={run}",
+        root=tmp_path,
+    )  # fmt: skip
+    assert status == 2, err
+    assert err.count("\n") == 1 and "malformed dataset statistics" in err, err
+    assert not (run / "samples.pt").exists()
