@@ -234,8 +234,12 @@ def build(cfg: DictConfig, statistics=None, restore: bool = False) -> Parts:
     return Parts(datamodule, process, denoiser, objective, sampler, statistics)
 
 
-def build_module(cfg: DictConfig, parts: Parts) -> DiffusionModule:
-    module = DiffusionModule(
+def build_module(
+    cfg: DictConfig, parts: Parts, module_class: type = DiffusionModule, **extra
+) -> DiffusionModule:
+    """`module_class` (a DiffusionModule subclass, e.g. distill.module.DistillModule) with its
+    `extra` arguments, wired from `cfg` like the training module."""
+    module = module_class(
         process=parts.process,
         denoiser=parts.denoiser,
         objective=parts.objective,
@@ -250,6 +254,7 @@ def build_module(cfg: DictConfig, parts: Parts) -> DiffusionModule:
         num_classes=OmegaConf.select(cfg, "backbone.num_classes"),
         label_dropout=label_dropout(cfg),
         config=OmegaConf.to_container(cfg, resolve=True),
+        **extra,
     )
     _speed_switches(cfg, module)
     return module

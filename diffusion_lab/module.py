@@ -90,11 +90,16 @@ class DiffusionModule(pl.LightningModule):
             gen = torch.Generator().manual_seed(seed)
             cond = drop_labels(cond, self.label_dropout, self.num_classes, gen)
         # NaN/Inf losses are skipped by callbacks.nonfinite_guard (NonFiniteGuard)
-        loss = self.objective(self.denoiser, self.process, x0, cond).mean()
+        loss = self.training_loss(x0, cond).mean()
         self.log(
             "train/loss", loss, prog_bar=True, on_step=True, on_epoch=False, batch_size=x0.shape[0]
         )
         return loss
+
+    def training_loss(self, x0: Tensor, cond: Tensor | None) -> Tensor:
+        """Per-sample loss (B,) of one training step, drawn from the step's seeded RNG (a
+        subclass such as distill.module.DistillModule trains against a teacher instead)."""
+        return self.objective(self.denoiser, self.process, x0, cond)
 
     def on_train_batch_end(self, outputs, batch, batch_idx):
         batch_size = batch[0].shape[0] * self.trainer.world_size
