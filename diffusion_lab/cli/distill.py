@@ -18,6 +18,7 @@ optimizer and step; t and noise are functions of the step; θ⁻ travels in the 
 from __future__ import annotations
 
 import copy
+import json
 import time
 from pathlib import Path
 
@@ -94,6 +95,7 @@ def student_config(cfg, teacher_cfg, method, k: int, teacher_path, round_dir: Pa
             if key in here:
                 student[key] = here[key]
         student.trainer.max_steps = method.steps_per_round
+        student.seed = int(cfg.seed) + k  # each round draws its own t and noise
         if cfg.get("batch_size") is not None:
             student.dataset.batch_size = cfg.batch_size
         student.sampler = method.sampler_config(k)
@@ -141,6 +143,7 @@ def run_round(cfg: DictConfig, method, k: int, teacher_path: Path, out: Path) ->
     student_cfg = student_config(cfg, teacher_cfg, method, k, teacher_path, round_dir)
     last = round_dir / "checkpoints" / "last.ckpt"
     resume = _resumable(last, student_cfg) and cfg.get("auto_resume", True)
+    step = 0
     facts = {
         "round": k,
         "num_steps": num_steps,
@@ -153,13 +156,13 @@ def run_round(cfg: DictConfig, method, k: int, teacher_path: Path, out: Path) ->
         )
         if step >= method.steps_per_round:
             print(f"round {k} ({num_steps} steps): done at step {step}, {last}")
-            return {**facts, "global_step": step, "fit_seconds": None, "skipped": True}
+            done = round_dir / "results.json"
+            earlier = json.loads(done.read_text()) if done.is_file() else {}
+            return {**facts, "fit_seconds": None, **earlier, "global_step": step, "skipped": True}
         print(f"round {k} ({num_steps} steps): resuming from {last} at step {step}")
 
     pl.seed_everything(cfg.seed + k, workers=True)
-    student = (
-        copy.deepcopy(teacher).requires_grad_(True).train()
-    )  # the student starts as the teacher
+    student = copy.deepcopy(teacher).requires_grad_(True).train()  # starts as the teacher
     if student_cfg.precond._target_ != teacher_cfg.precond._target_:
         student.precond = _instantiate(student_cfg, "precond")
     sampler = _instantiate(student_cfg, "sampler")
@@ -184,12 +187,10 @@ def run_round(cfg: DictConfig, method, k: int, teacher_path: Path, out: Path) ->
     fit_seconds = time.perf_counter() - start
     with terminate_on_sigterm(f"round {k} finished ({last}); rerun to go on"):
         grid = sample_and_save(module, cfg.num_samples, cfg.seed, round_dir / "samples")
-    return {
-        **facts,
-        "global_step": trainer.global_step,
-        "fit_seconds": fit_seconds,
-        "samples": grid,
-    }
+    facts.update(global_step=trainer.global_step, fit_seconds=fit_seconds, samples=grid)
+    facts["resumed_from_step"] = step if resume else None
+    write_json(round_dir / "results.json", facts)
+    return facts
 
 
 def distill(cfg: DictConfig) -> dict:
