@@ -69,7 +69,7 @@ def check_teacher(cfg: DictConfig, method, teacher, process, teacher_cfg, path) 
             f"{path} has {choice(teacher_cfg, 'degradation')}. Distil a gaussian or "
             "gaussian_ve teacher."
         )
-    if method.name == "consistency":
+    if method.needs_edm_teacher:
         if not isinstance(teacher.precond, EDMPrecond):
             raise ConfigError(
                 f"{name} starts F_θ from the teacher's EDM-preconditioned network; the teacher "
@@ -89,7 +89,6 @@ def student_config(cfg, teacher_cfg, method, k: int, teacher_path, round_dir: Pa
     here.paths.output_dir = str(round_dir)
     here = OmegaConf.create(OmegaConf.to_container(here, resolve=True))
     student = OmegaConf.create(OmegaConf.to_container(teacher_cfg, resolve=True))
-    sampler_name = "ddim" if method.name == "progressive" else "consistency"
     with open_dict(student):
         for key in STUDENT_KEYS:
             if key in here:
@@ -101,7 +100,7 @@ def student_config(cfg, teacher_cfg, method, k: int, teacher_path, round_dir: Pa
         student.sampler = method.sampler_config(k)
         precond = method.precond_config(OmegaConf.select(teacher_cfg, "precond.sigma_data"))
         choices = dict(teacher_cfg.get("choices") or {})
-        choices.update({"sampler": sampler_name, "distill": method.name})
+        choices.update({"sampler": method.sampler_choice, "distill": method.name})
         if precond is not None:
             student.precond = precond
             choices["precond"] = method.name

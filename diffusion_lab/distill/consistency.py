@@ -87,7 +87,9 @@ class ConsistencyDistillation:
 
     name = "consistency"
     rounds = 1
+    sampler_choice = "consistency"  # configs/sampler/consistency.yaml
     has_target_net = True  # θ⁻ (distill/module.py keeps it beside the student)
+    needs_edm_teacher = True  # F_θ starts as the teacher's EDM-preconditioned network
 
     def __init__(
         self,

@@ -69,7 +69,9 @@ class ProgressiveDistillation:
     previous round's EMA weights (round 0: the teacher checkpoint's EMA weights)."""
 
     name = "progressive"
+    sampler_choice = "ddim"  # what round checkpoints sample with (configs/sampler/ddim.yaml)
     has_target_net = False
+    needs_edm_teacher = False
 
     def precond_config(self, sigma_data) -> None:
         """None: the student keeps the teacher's preconditioning."""
