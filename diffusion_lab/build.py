@@ -145,6 +145,11 @@ def check_sampler(cfg, sampler, process) -> None:
             f"{choice(cfg, 'sampler/grid')} spaces steps by log-SNR and needs a log-SNR schedule; "
             f"{choice(cfg, 'schedule')} is not one. Use sampler/grid=uniform."
         )
+    if getattr(fn, "needs_logsnr", False) and not process.schedule.has_logsnr:
+        raise ConfigError(
+            f"{choice(cfg, 'sampler')} steps in log-SNR and needs a log-SNR schedule; "
+            f"{choice(cfg, 'schedule')} is not one. Use a fixed-grid sampler such as sampler=ddim."
+        )
     try:
         check_churn(process, sampler.keywords.get("s_churn", 0))
     except ValueError as err:

@@ -32,7 +32,7 @@ sys.path.insert(0, str(ROOT))
 
 from diffusion_lab.degradations.gaussian import VariancePreserving  # noqa: E402
 from diffusion_lab.process import ForwardProcess  # noqa: E402
-from diffusion_lab.samplers import ancestral, ddim, grids, pf_ode, sde  # noqa: E402
+from diffusion_lab.samplers import ancestral, ddim, dpmpp, grids, pf_ode, sde, unipc  # noqa: E402
 from diffusion_lab.sampling import generate  # noqa: E402
 from diffusion_lab.schedules import Cosine  # noqa: E402
 from tests.oracles import GaussianMixture  # noqa: E402
@@ -43,6 +43,12 @@ SAMPLERS = {  # name -> (function, NFE per step: Heun's last step is Euler)
     "heun": (pf_ode.heun, 2),
     "ancestral": (ancestral.ancestral, 1),
     "sde": (sde.sde, 1),
+    "dpmpp_2m": (dpmpp.dpmpp, 1),
+    "dpmpp_3m": (partial(dpmpp.dpmpp, order=3), 1),
+    "dpmpp_2m_sde": (partial(dpmpp.dpmpp, eta=1.0), 1),
+    "dpmpp_3m_sde": (partial(dpmpp.dpmpp, order=3, eta=1.0), 1),
+    "unipc_2": (unipc.unipc, 1),
+    "unipc_3": (partial(unipc.unipc, order=3), 1),
 }
 GRIDS = {"uniform": grids.uniform, "karras": grids.karras, "log_snr": grids.log_snr}
 

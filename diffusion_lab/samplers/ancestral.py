@@ -14,7 +14,7 @@ def ancestral(denoiser, process, x, *, num_steps, grid, **call):
     loop = Loop(denoiser, process, num_steps, grid, "ancestral", **call)
     basis = process.basis
     for i, t, t_next in loop.steps(x):
-        st, ss = loop.state(t, x), loop.state(t_next, x)
+        st, ss = loop.state(t, x), loop.target(t_next, x)
         x0 = loop.denoise(x, st)
         a_ts = st.alpha / ss.alpha
         var_ts = (st.sigma**2 - a_ts**2 * ss.sigma**2).clamp(min=0)

@@ -69,6 +69,15 @@ class Loop:
     def state(self, t: Tensor, x: Tensor) -> State:
         return state_at(self.process, t, x)
 
+    def target(self, t_next: Tensor, x: Tensor) -> State:
+        """The state a step lands on. The grid's last point, t = 0, is clean data (α = 1, σ = 0)
+        even where the schedule is truncated (σ(0) > 0, e.g. cosine with a finite logsnr_max):
+        the last step is a full denoise, never a step that stops at σ(0)."""
+        state = state_at(self.process, t_next, x)
+        if float(t_next) == 0:
+            state.alpha, state.sigma = torch.ones_like(state.alpha), torch.zeros_like(state.sigma)
+        return state
+
     def denoise(self, x: Tensor, state: State) -> Tensor:
         return self.denoiser(x, state, self.cond)
 

@@ -16,7 +16,7 @@ def ddim(denoiser, process, x, *, num_steps, grid, eta=0.0, **call):
     loop = Loop(denoiser, process, num_steps, grid, "ddim", **call)
     basis = process.basis
     for i, t, t_next in loop.steps(x):
-        st, ss = loop.state(t, x), loop.state(t_next, x)
+        st, ss = loop.state(t, x), loop.target(t_next, x)
         x0 = loop.denoise(x, st)
         c0, c_t = basis(x0), basis(x)
         z_hat = divide(c_t - st.alpha * c0, st.sigma)

@@ -5,7 +5,9 @@ uniform  t_i = t_max − i (t_max − t_min)/(N − 1) for i < N; t_min = t_max/
 karras   noise-to-signal ratio σ̃ = σ/α spaced as σ̃_i = (σ̃_max^{1/ρ} + i/(N−1)(σ̃_min^{1/ρ} −
          σ̃_max^{1/ρ}))^ρ (Karras et al. 2022, eq. 5), mapped to t through the schedule.
 log_snr  λ = log(α²/σ²) uniform between λ(t_max) and λ_max, mapped to t (Lu et al. 2022, DPM-Solver).
-The last point, t = 0, is clean data. Isotropic Gaussian processes only for karras / log_snr.
+The last point, t = 0, is clean data: samplers land there with α = 1, σ = 0 even where a schedule
+is truncated (σ(0) > 0), so the last step is a full denoise. Log-SNR schedules only for karras /
+log_snr; their ranges are clipped to the schedule's [λ(1), λ(0)].
 """
 
 import math
@@ -31,12 +33,14 @@ def uniform(process, num_steps: int, t_max: float = 1.0, t_min: float | None = N
     return _finish(_spaced(num_steps, t_max, t_min))
 
 
-def _logsnr_at_1(process) -> float:
+def _logsnr_range(process) -> tuple[float, float]:
+    """(λ(1), λ(0)) of the schedule; λ(0) = +inf unless it is truncated (σ(0) > 0)."""
     if not process.schedule.has_logsnr:
         raise TypeError(
             f"this grid needs a log-SNR schedule, got {type(process.schedule).__name__}"
         )
-    return float(process.schedule.logsnr(torch.ones(1)))
+    lam = process.schedule.logsnr(torch.tensor([1.0, 0.0], dtype=torch.float64))
+    return float(lam[0]), float(lam[1])
 
 
 def karras(
@@ -46,14 +50,21 @@ def karras(
     sigma_min: float = 0.002,
     sigma_max: float | None = None,
 ) -> Tensor:
-    sigma_max = math.exp(-_logsnr_at_1(process) / 2) if sigma_max is None else sigma_max
+    """σ̃ from sigma_max (None: σ̃(1)) to sigma_min, both clipped to the schedule's own range
+    [σ̃(0), σ̃(1)], so a truncated schedule never gets repeated t = 0 points (zero-length steps)."""
+    lam_1, lam_0 = _logsnr_range(process)
+    hi, lo = math.exp(-lam_1 / 2), math.exp(-lam_0 / 2)
+    sigma_max = hi if sigma_max is None else min(max(sigma_max, lo), hi)
+    sigma_min = min(max(sigma_min, lo), sigma_max)
     ramp = _spaced(num_steps, sigma_max ** (1 / rho), sigma_min ** (1 / rho)) ** rho
     t = process.t_from_logsnr(-2 * torch.log(ramp))
     return _finish(t.clamp(0, 1))
 
 
 def log_snr(process, num_steps: int, logsnr_max: float = 12.4) -> Tensor:
-    lam = _spaced(num_steps, _logsnr_at_1(process), logsnr_max)
+    """λ uniform from λ(1) to min(logsnr_max, λ(0))."""
+    lam_1, lam_0 = _logsnr_range(process)
+    lam = _spaced(num_steps, lam_1, min(logsnr_max, lam_0))
     return _finish(process.t_from_logsnr(lam).clamp(0, 1))
 
 

@@ -20,7 +20,7 @@ from diffusion_lab.samplers.common import Loop, divide
 def _run(loop: Loop, x, update):
     basis = loop.process.basis
     for i, t, t_next in loop.steps(x):
-        st, ss = loop.state(t, x), loop.state(t_next, x)
+        st, ss = loop.state(t, x), loop.target(t_next, x)
         x0 = loop.denoise(x, st)
         c, c0 = basis(x), basis(x0)
         noise = loop.noise(c) if float(t_next) > 0 else torch.zeros_like(c)

@@ -5,7 +5,8 @@ Written in the scaled variables of EDM §2/App. B.2, per component in the basis:
 which for VE is EDM's dx/dσ = (x − D)/σ and for VP absorbs the scaling s(t) = α. Euler in these
 variables is DDIM with η = 0. Heun adds the trapezoidal correction except on the last step (σ̃ = 0),
 and optional churn (Alg. 2): σ̃̂ = σ̃(1 + γ), γ = min(S_churn/N, √2 − 1) for σ̃ ∈ [S_tmin, S_tmax].
-Churn needs an isotropic process (one σ̃ per sample to raise).
+Churn needs an isotropic process (one σ̃ per sample to raise), and σ̃̂ is capped at σ̃(1), the
+largest level the schedule (and so the network) knows: t̂ = t(σ̃̂) is then exact, never clamped.
 """
 
 import math
@@ -37,12 +38,16 @@ def _solve(
     process = loop.process
     check_churn(process, s_churn)
     gamma_max = min(s_churn / loop.num_steps, math.sqrt(2) - 1)
+    if gamma_max > 0:  # σ̃̂ never exceeds σ̃(1): the network is told the noise level it sees
+        top = process.state(torch.ones(1, device=x.device, dtype=torch.float64))
+        ratio_top = float((top.sigma / top.alpha).flatten()[0])
     for i, t, t_next in loop.steps(x):
-        st, sn = loop.state(t, x), loop.state(t_next, x)
+        st, sn = loop.state(t, x), loop.target(t_next, x)
         x_tilde, ratio = process.basis(x) / st.alpha, st.sigma / st.alpha
         if gamma_max > 0 and s_tmin <= float(ratio.flatten()[0]) <= s_tmax:
-            ratio_hat = ratio * (1 + gamma_max)
-            x_tilde = x_tilde + (ratio_hat**2 - ratio**2).sqrt() * s_noise * loop.noise(x_tilde)
+            ratio_hat = torch.maximum(ratio, (ratio * (1 + gamma_max)).clamp(max=ratio_top))
+            extra = (ratio_hat**2 - ratio**2).clamp(min=0).sqrt()
+            x_tilde = x_tilde + extra * s_noise * loop.noise(x_tilde)
             t_hat = process.t_from_logsnr(-2 * torch.log(ratio_hat.flatten()[:1])).clamp(0, 1)
             st, ratio = loop.state(expand_t(t_hat[0], x.shape[0], x.device), x), ratio_hat
         d, x0 = _slope(loop, x_tilde, st, ratio)

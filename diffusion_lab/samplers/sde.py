@@ -45,7 +45,7 @@ def _langevin(loop: Loop, x, state, snr):
 
 def _reverse(loop: Loop, x, corrector_steps: int = 0, snr: float = 0.0):
     for i, t, t_next in loop.steps(x):
-        st, ss = loop.state(t, x), loop.state(t_next, x)
+        st, ss = loop.state(t, x), loop.target(t_next, x)
         x_next, x0 = _em_step(loop, x, st, ss)
         if float(t_next) == 0:
             x_next = x0  # final denoising step

@@ -22,7 +22,7 @@ from diffusion_lab.degradations.gaussian import VariancePreserving
 from diffusion_lab.degradations.gud import GUD
 from diffusion_lab.degradations.mask import Mask
 from diffusion_lab.process import ForwardProcess
-from diffusion_lab.samplers import ancestral, ddim, grids, momentum, pf_ode, sde
+from diffusion_lab.samplers import ancestral, ddim, dpmpp, grids, momentum, pf_ode, sde, unipc
 from diffusion_lab.schedules import Cosine
 from diffusion_lab.schedules.blur import GeometricBlur
 from tests.numerics import f32_tol
@@ -91,6 +91,9 @@ SAMPLERS = {
     "sde": partial(sde.sde, num_steps=200, grid=grids.uniform),
     "pc": partial(sde.pc, num_steps=100, grid=grids.uniform, corrector_steps=1, snr=0.05),
     "heun": partial(pf_ode.heun, num_steps=100, grid=grids.uniform),
+    "dpmpp_2m": partial(dpmpp.dpmpp, num_steps=100, grid=grids.uniform),
+    "dpmpp_2m_sde": partial(dpmpp.dpmpp, num_steps=200, grid=grids.uniform, eta=1.0),
+    "unipc": partial(unipc.unipc, num_steps=100, grid=grids.uniform),
 }
 KINDS = ["blur_noise", "mask", "gud_dct", "gud_row"]
 
