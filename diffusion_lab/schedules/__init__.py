@@ -8,8 +8,16 @@ what λ means for α and σ (VP: α² = sigmoid(λ); VE: α = 1, σ = exp(−λ/
 
 from diffusion_lab.schedules.base import LogSNRSchedule
 from diffusion_lab.schedules.cosine import Cosine
+from diffusion_lab.schedules.discrete import DiscreteLinearBeta
 from diffusion_lab.schedules.edm import EDMSchedule
 from diffusion_lab.schedules.linear import LinearBeta
 from diffusion_lab.schedules.sigmoid import Sigmoid
 
-__all__ = ["LogSNRSchedule", "LinearBeta", "Cosine", "Sigmoid", "EDMSchedule"]
+__all__ = [
+    "LogSNRSchedule",
+    "LinearBeta",
+    "DiscreteLinearBeta",
+    "Cosine",
+    "Sigmoid",
+    "EDMSchedule",
+]

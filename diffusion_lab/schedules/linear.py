@@ -3,8 +3,11 @@
     β(t) = β_min + t (β_max − β_min),   ᾱ(t) = α(t)² = exp(−β_min t − ½ (β_max − β_min) t²)
     λ(t) = log(ᾱ / (1 − ᾱ)) = −log(expm1(β_min t + ½ (β_max − β_min) t²))
 
-β_min = 0.1, β_max = 20 is DDPM's β_1 = 1e-4, β_T = 0.02 times T = 1000: the T-step DDPM is
-this schedule on the grid t_i = i/T.
+β_min = 0.1, β_max = 20 is DDPM's β_1 = 1e-4, β_T = 0.02 times T = 1000, and this schedule is the
+T-step DDPM's continuous limit (T → ∞), not the T-step DDPM itself: on the grid t_i = i/T its ᾱ
+differs from Π_{j≤i}(1 − β_j) by up to ~7%: at t = 1, ∫β dt = Σ β_j = 10.05 exactly, but
+−log(1 − β_j) = β_j + β_j²/2 + ..., so ᾱ(1) = exp(−10.05) = 4.32e-5 against 4.04e-5. The exact T-step
+DDPM is schedule=ddpm_discrete (DiscreteLinearBeta, schedules/discrete.py).
 """
 
 import torch
