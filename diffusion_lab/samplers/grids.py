@@ -4,6 +4,8 @@ uniform  t_i = t_max − i (t_max − t_min)/(N − 1) for i < N; t_min = t_max/
          T-step DDPM grid t_i = i/T is `uniform` with N = T.
 karras   noise-to-signal ratio σ̃ = σ/α spaced as σ̃_i = (σ̃_max^{1/ρ} + i/(N−1)(σ̃_min^{1/ρ} −
          σ̃_max^{1/ρ}))^ρ (Karras et al. 2022, eq. 5), mapped to t through the schedule.
+         Defaults: σ̃_max = min(80, σ̃(1)), σ̃_min by step count (`default_sigma_min`), both
+         chosen from measurements (docs/benchmarks.md §7).
 log_snr  λ = log(α²/σ²) uniform between λ(t_max) and λ_max, mapped to t (Lu et al. 2022, DPM-Solver).
 The last point, t = 0, is clean data: samplers land there with α = 1, σ = 0 even where a schedule
 is truncated (σ(0) > 0), so the last step is a full denoise. Log-SNR schedules only for karras /
@@ -43,18 +45,30 @@ def _logsnr_range(process) -> tuple[float, float]:
     return float(lam[0]), float(lam[1])
 
 
+SIGMA_MAX = 80.0  # EDM's σ_max (Karras et al. 2022, Table 1)
+
+
+def default_sigma_min(num_steps: int) -> float:
+    """σ̃_min by step count, measured (docs/benchmarks.md §7): with few steps, spending one on
+    σ̃ < 0.1 costs more than stopping there and denoising. 0.1 up to 10 steps, 0.02 up to 25,
+    EDM's 0.002 above."""
+    return 0.1 if num_steps <= 10 else 0.02 if num_steps <= 25 else 0.002
+
+
 def karras(
     process,
     num_steps: int,
     rho: float = 7.0,
-    sigma_min: float = 0.002,
+    sigma_min: float | None = None,
     sigma_max: float | None = None,
 ) -> Tensor:
-    """σ̃ from sigma_max (None: σ̃(1)) to sigma_min, both clipped to the schedule's own range
-    [σ̃(0), σ̃(1)], so a truncated schedule never gets repeated t = 0 points (zero-length steps)."""
+    """σ̃ from sigma_max (None: min(80, σ̃(1))) to sigma_min (None: `default_sigma_min`), both
+    clipped to the schedule's own range [σ̃(0), σ̃(1)], so a truncated schedule never gets
+    repeated t = 0 points (zero-length steps)."""
     lam_1, lam_0 = _logsnr_range(process)
     hi, lo = math.exp(-lam_1 / 2), math.exp(-lam_0 / 2)
-    sigma_max = hi if sigma_max is None else min(max(sigma_max, lo), hi)
+    sigma_max = min(SIGMA_MAX, hi) if sigma_max is None else min(max(sigma_max, lo), hi)
+    sigma_min = default_sigma_min(num_steps) if sigma_min is None else sigma_min
     sigma_min = min(max(sigma_min, lo), sigma_max)
     ramp = _spaced(num_steps, sigma_max ** (1 / rho), sigma_min ** (1 / rho)) ** rho
     t = process.t_from_logsnr(-2 * torch.log(ramp))
