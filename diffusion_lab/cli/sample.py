@@ -8,6 +8,7 @@ With `init_image=PATH start_t=T` it restores the user's own degraded image inste
 taken as x_T at level T and the reverse process runs from there (Cold Diffusion's use case).
 """
 
+import inspect
 from functools import partial
 from pathlib import Path
 
@@ -16,7 +17,7 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from diffusion_lab.build import module_from_checkpoint
+from diffusion_lab.build import CALL_ARGUMENTS, module_from_checkpoint
 from diffusion_lab.cli import CONFIG_DIR
 from diffusion_lab.cli.common import sample_and_save, terminate_on_sigterm, user_errors
 from diffusion_lab.guidance import spread_labels
@@ -91,10 +92,18 @@ def main_impl(cfg: DictConfig) -> dict:
         paths=cfg.paths,
         sampler_choice=HydraConfig.get().runtime.choices.get("sampler"),
     )
+    takes = inspect.signature(getattr(parts.sampler, "func", parts.sampler)).parameters
+    if cfg.num_steps is not None and "num_steps" not in takes:
+        raise ConfigError(
+            f"num_steps={cfg.num_steps}: this sampler chooses its own steps (it takes "
+            f"{', '.join(k for k in takes if k not in CALL_ARGUMENTS)}); leave num_steps unset."
+        )
     sampler = (
         parts.sampler if cfg.num_steps is None else partial(parts.sampler, num_steps=cfg.num_steps)
     )
     x_T = None
+    if cfg.init_image is not None and "grid" not in takes:
+        raise ConfigError("init_image restarts a fixed grid at start_t; use a grid sampler (ddim)")
     if cfg.init_image is not None:
         x_T = load_image(cfg.init_image, parts.process.data_shape).repeat(cfg.num_samples, 1, 1, 1)
         sampler = partial(

@@ -64,7 +64,13 @@ def adaptive(
     h, x_prev, calls, i = h_init, x, 0, 0
     st = state(lam)
     x0 = None
-    bar = tqdm(total=lam_end - lam, disable=not loop.progress, leave=False, desc="adaptive")
+    bar = tqdm(
+        total=lam_end - lam,
+        disable=not loop.progress,
+        leave=False,
+        desc="adaptive",
+        bar_format="{l_bar}{bar}| λ {n:.2f}/{total:.2f} [{elapsed}]",
+    )
     while lam_end - lam > 1e-9:
         h = min(h, lam_end - lam)
         if x0 is None:
