@@ -117,6 +117,11 @@ def _check_keywords(cfg, group: str, fn, keywords: dict, reserved=()) -> None:
     for key in keywords:
         if key in reserved:
             reason = f"{key!r} is passed by the sampling loop, not set in a config"
+        elif key == "num_steps" and key not in named:
+            reason = (
+                "chooses its own steps, so num_steps does not apply (drop it with "
+                "~sampler.num_steps; debug=fast sets it)"
+            )
         elif key not in named:
             reason = f"got an unexpected keyword argument {key!r}"
         else:

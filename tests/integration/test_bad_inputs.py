@@ -101,9 +101,10 @@ CASES = [
     (
         "train_adaptive_on_blur",
         "train.py",
-        [*FAST, "degradation=blur", "sampler=adaptive"],
+        [*FAST, "degradation=blur", "sampler=adaptive", "~sampler.num_steps"],
         "sampler=adaptive needs an isotropic degradation",
     ),
+    ("train_adaptive_steps", "train.py", [*FAST, "sampler=adaptive"], "~sampler.num_steps"),
     ("resume_missing", "train.py", [*FAST, "ckpt_path=nowhere.ckpt"], "checkpoint not found"),
     ("resume_dir", "train.py", [*FAST, "ckpt_path={dir}"], "is a directory"),
     ("sample_no_ckpt", "sample.py", [], "ckpt_path is required"),
@@ -126,7 +127,7 @@ CASES = [
         "eval_adaptive_steps",
         "evaluate.py",
         ["ckpt_path={good}", "samplers=[adaptive]", "num_steps=[5]"],
-        "'num_steps'",
+        "chooses its own steps",
     ),
     (
         "sample_adaptive_stray_knob",
