@@ -68,6 +68,33 @@ def test_resume_mid_epoch_is_bitwise_exact(tmp_path):
     assert_same_training_state(_ckpt(straight), _ckpt(tmp_path / "resumed"))
 
 
+def test_resume_with_importance_time_is_bitwise_exact(tmp_path):
+    """objective/time=importance: the loss history is state (buffers in the state_dict), and the
+    run is past its warm-up at the split (8 bins × 10 losses < 256 images), so the resumed steps
+    draw t from the restored history; 3 + 4 steps must equal 7 straight, history included."""
+    args = [*BIG_BATCH, "objective/time=importance", "objective.time.num_bins=8"]
+    straight, split = tmp_path / "straight", tmp_path / "split"
+    for run, steps in ((straight, 7), (split, 3)):
+        proc = run_cli(
+            "train.py", *args, f"trainer.max_steps={steps}", f"hydra.run.dir={run}", cwd=tmp_path
+        )
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    counts = _ckpt(split)["state_dict"]["objective.time.counts"]
+    assert int(counts.sum()) == 3 * 256 and (counts >= 10).all()  # warm at the split
+    proc = run_cli(
+        "train.py",
+        *args,
+        "trainer.max_steps=7",
+        f"ckpt_path={split}/checkpoints/last.ckpt",
+        f"hydra.run.dir={tmp_path}/resumed",
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    resumed = _ckpt(tmp_path / "resumed")
+    assert_same_training_state(_ckpt(straight), resumed)
+    assert int(resumed["state_dict"]["objective.time.counts"].sum()) == 7 * 256
+
+
 def test_sigterm_saves_and_the_same_command_resumes_exactly(tmp_path):
     run = tmp_path / "run"
     args = [
@@ -264,3 +291,31 @@ def test_resume_under_ddp_is_exact(tmp_path):
         assert proc.returncode == 0, proc.stderr[-3000:]
     assert "resuming from" in proc.stdout
     assert_same_training_state(_ckpt(tmp_path / "straight"), _ckpt(tmp_path / "split"))
+
+
+@pytest.mark.slow  # ~90 s: three 2-rank launches
+def test_resume_under_ddp_with_importance_time_is_exact(tmp_path):
+    """The ranks all-gather their losses, so every rank holds the checkpoint's (rank 0's) history:
+    3 + resume 3 steps equals 6 straight on both ranks (4 bins × 10 losses: warm after a few steps)."""
+    args = [
+        "debug=fast",
+        "evaluation.metrics=[]",
+        "trainer=ddp_sim",
+        "trainer.val_check_interval=3",
+        "objective/time=importance",
+        "objective.time.num_bins=4",
+        *SMALL_NET,
+    ]
+    for run, steps in (("straight", 6), ("split", 3), ("split", 6)):
+        proc = run_cli(
+            "train.py",
+            *args,
+            f"trainer.max_steps={steps}",
+            f"hydra.run.dir={tmp_path}/{run}",
+            cwd=tmp_path,
+        )
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "resuming from" in proc.stdout
+    straight = _ckpt(tmp_path / "straight")
+    assert int(straight["state_dict"]["objective.time.counts"].sum()) == 6 * 2 * 16
+    assert_same_training_state(straight, _ckpt(tmp_path / "split"))
