@@ -67,7 +67,7 @@ def main(argv=None) -> int:
     with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base=None):
         evaluation = OmegaConf.to_container(compose("evaluate").evaluation, resolve=True)
         evaluation.update(metrics=["fid"], num_samples=args.num_samples)
-        paths = compose("evaluate", overrides=["ckpt_path=x"]).paths
+        paths = compose("evaluate", overrides=[f"paths.output_dir={args.out}"]).paths
         module, parts, _ = module_from_checkpoint(args.ckpt, paths=paths)
         if "floor" not in done:
             done["floor"] = real_floor(parts.datamodule, evaluation, paths.cache_dir)
