@@ -51,7 +51,6 @@ from diffusion_lab.values import TRAIN_KEYS, ConfigError, check_values
 
 DISTILL_KEYS = (
     *TRAIN_KEYS,
-    ("batch_size", "count"),
     ("distill.steps_per_round", "count"),
     ("distill.rounds", "count"),
 )
@@ -195,6 +194,8 @@ def run_round(cfg: DictConfig, method, k: int, teacher_path: Path, out: Path) ->
 def distill(cfg: DictConfig) -> dict:
     """All rounds of `cfg.distill`; writes results.json in the run directory and returns it."""
     check_values(cfg, DISTILL_KEYS)
+    if cfg.get("batch_size") is not None:  # null: the teacher run's dataset.batch_size
+        check_values(cfg, (("batch_size", "count"),))
     if cfg.get("ckpt_path") in (None, "", "???"):
         raise ConfigError("ckpt_path (the teacher) is required: pass ckpt_path=.../last.ckpt")
     method = _instantiate(cfg, "distill")

@@ -32,8 +32,8 @@ def teacher(tmp_path_factory) -> Path:
     return _teacher(tmp_path_factory.mktemp("teacher"))
 
 
-def distill(root: Path, teacher: Path, run: str, *args) -> tuple[int, str, str]:
-    args = [f"ckpt_path={teacher}", *SMALL, *args, f"hydra.run.dir={root / run}"]
+def distill(root: Path, teacher: Path, run: str, *args, small=SMALL) -> tuple[int, str, str]:
+    args = [f"ckpt_path={teacher}", *small, *args, f"hydra.run.dir={root / run}"]
     return run_main("distill.py", *args, root=root)
 
 
@@ -98,7 +98,8 @@ def test_a_round_is_evaluated_by_evaluate_py(pd_run):
 
 
 def test_the_student_starts_as_the_teacher_and_the_teacher_stays_frozen(teacher, tmp_path):
-    """Zero learning rate: the student (and its EMA) after a round are the teacher's EMA weights."""
+    """Zero learning rate: the student (and its EMA) after a round are the teacher's EMA weights.
+    (Also the defaults: batch_size=null takes the teacher run's batch size.)"""
     status, _, err = distill(
         tmp_path,
         teacher,
@@ -107,6 +108,7 @@ def test_the_student_starts_as_the_teacher_and_the_teacher_stays_frozen(teacher,
         "distill.rounds=1",
         "distill.steps_per_round=1",
         "optim.optimizer.lr=1e-30",
+        small=[s for s in SMALL if not s.startswith("batch_size")],
     )
     assert status == 0, err[-3000:]
     student = torch.load(_ckpt(tmp_path, "lr0", 0, 1), weights_only=True)["state_dict"]
@@ -207,6 +209,7 @@ def wrong_teachers(tmp_path_factory) -> dict:
     [
         ("good", ["distill.teacher_steps=6", "distill.rounds=2"], "distill.teacher_steps=6"),
         ("good", ["distill=consistency", "distill.solver=rk4"], "distill.solver='rk4'"),
+        ("good", ["batch_size=0"], "batch_size=0 is not valid"),
         ("blur", [], "has degradation=blur. Distil a gaussian"),
         ("eps", ["distill=consistency"], "precond=eps. Use a precond=edm teacher"),
         (None, [], "ckpt_path"),
