@@ -28,16 +28,21 @@ sys.path.insert(0, str(ROOT))
 from diffusion_lab.build import module_from_checkpoint  # noqa: E402
 from diffusion_lab.metrics.report import evaluate, real_floor  # noqa: E402
 
-OLD = {"sigma_max": None, "sigma_min": 0.002}  # before issue 16: σ̃(1) ≈ 148 → 0.002
+OLD = {"sigma_max": 1e9, "sigma_min": 0.002}  # before issue 16: σ̃(1) ≈ 148 → 0.002 (clipped)
+EDM = {"sigma_max": 80.0, "sigma_min": 0.002}
 DEFAULT_ROWS = [
     ("dpmpp", 5, "karras", {}),
+    ("dpmpp", 5, "karras", EDM),
     ("dpmpp", 5, "karras", OLD),
+    ("dpmpp", 5, "karras", {"sigma_min": 0.02}),
     ("dpmpp", 10, "karras", {}),
+    ("dpmpp", 10, "karras", EDM),
     ("dpmpp", 10, "karras", OLD),
     ("dpmpp", 10, "log_snr", {}),
     ("dpmpp", 20, "karras", {}),
-    ("dpmpp", 20, "karras", OLD),
+    ("dpmpp", 20, "karras", EDM),
     ("heun", 18, "karras", {}),
+    ("heun", 18, "karras", EDM),
     ("heun", 18, "karras", OLD),
     ("ddim", 10, "uniform", {}),
     ("ddim", 20, "uniform", {}),
