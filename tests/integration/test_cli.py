@@ -36,9 +36,9 @@ def test_train_leaves_checkpoint_grids_and_results(trained_run):
     assert (run / "logs" / "metrics.csv").is_file()
     results = json.loads((run / "results.json").read_text())
     assert results["global_step"] == 6
-    assert results["sampling"]["nfe"] == 2 * 3 - 1  # heun, 3 steps
+    assert results["sampling"]["nfe"] == 3  # dpmpp (the default), 3 steps: one call each
     assert results["train_images_per_s"] > 0 and results["peak_memory_mb"] > 0
-    assert results["choices"]["sampler"] == "heun" and results["versions"]["torch"]
+    assert results["choices"]["sampler"] == "dpmpp" and results["versions"]["torch"]
     ckpt = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
     assert any(k.startswith("ema.") for k in ckpt["state_dict"])
 

@@ -109,7 +109,7 @@ def test_generate_counts_network_calls_of_the_guided_denoiser(runs):
     labels = torch.tensor([0, 4, 9])
     x1, nfe1 = generate_ema(module, 3, seed=1, cond=labels, guidance=1.0)
     x3, nfe3 = generate_ema(module, 3, seed=1, cond=labels, guidance=3.0)
-    assert nfe1 == nfe3 == 2 * 3 - 1  # heun, 3 steps: one call per evaluation, guided or not
+    assert nfe1 == nfe3 == 3  # dpmpp, 3 steps: one call per step, guided or not
     assert x1.shape == x3.shape == (3, 1, 16, 16) and not torch.equal(x1, x3)
     with pytest.raises(ValueError, match=r"cond must have shape \(3,\)"):
         generate_ema(module, 3, cond=torch.tensor([1, 2]))

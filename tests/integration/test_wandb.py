@@ -96,7 +96,7 @@ def test_offline_run_has_name_tags_config_and_sample_grids(wandb_run):
     (info,) = [r.run for r in records if r.WhichOneof("record_type") == "run"]
     assert info.project == "diffusion_lab" and info.job_type == "train"
     assert info.display_name.startswith("gaussian-denoising-")  # + the run directory's time
-    assert set(info.tags) == {"digits", "gaussian", "cosine", "unet", "denoising", "heun"}
+    assert set(info.tags) == {"digits", "gaussian", "cosine", "unet", "denoising", "dpmpp"}
     assert not info.run_group  # single run: no group
     # the full resolved config (train.py logs it to every logger)
     config = run_config(records)
