@@ -269,41 +269,22 @@ def test_a_nan_step_is_skipped_counted_and_training_goes_on(make_cfg, monkeypatc
     assert trainer.callback_metrics["train/skipped_steps"] == 1
 
 
-@pytest.mark.slow  # ~90 s: three 2-rank launches; resume (above) and DDP (test_scale) are fast
-def test_resume_under_ddp_is_exact(tmp_path):
+IMPORTANCE = ["objective/time=importance", "objective.time.num_bins=4"]
+
+
+@pytest.mark.slow  # ~90 s each: three 2-rank launches; resume (above) and DDP (test_scale) are fast
+@pytest.mark.parametrize("extra", [[], IMPORTANCE], ids=["uniform_t", "importance_t"])
+def test_resume_under_ddp_is_exact(tmp_path, extra):
     """ddp_spawn, 2 ranks: 3 + resume 3 steps equals 6 straight (each rank's noise and data shard
-    are functions of the step, so nothing per-rank needs saving)."""
+    are functions of the step, so nothing per-rank needs saving). With importance-sampled t the
+    ranks all-gather their losses, so every rank holds the checkpoint's (rank 0's) history
+    (4 bins × 10 losses: warm after a few steps)."""
     args = [
         "debug=fast",
         "evaluation.metrics=[]",
         "trainer=ddp_sim",
         "trainer.val_check_interval=3",
-        *SMALL_NET,
-    ]
-    for run, steps in (("straight", 6), ("split", 3), ("split", 6)):
-        proc = run_cli(
-            "train.py",
-            *args,
-            f"trainer.max_steps={steps}",
-            f"hydra.run.dir={tmp_path}/{run}",
-            cwd=tmp_path,
-        )
-        assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "resuming from" in proc.stdout
-    assert_same_training_state(_ckpt(tmp_path / "straight"), _ckpt(tmp_path / "split"))
-
-
-@pytest.mark.slow  # ~90 s: three 2-rank launches
-def test_resume_under_ddp_with_importance_time_is_exact(tmp_path):
-    """The ranks all-gather their losses, so every rank holds the checkpoint's (rank 0's) history:
-    3 + resume 3 steps equals 6 straight on both ranks (4 bins × 10 losses: warm after a few steps)."""
-    args = [
-        "debug=fast",
-        "evaluation.metrics=[]",
-        "trainer=ddp_sim",
-        "trainer.val_check_interval=3",
-        "objective/time=importance",
-        "objective.time.num_bins=4",
+        *extra,
         *SMALL_NET,
     ]
     for run, steps in (("straight", 6), ("split", 3), ("split", 6)):
@@ -317,5 +298,6 @@ def test_resume_under_ddp_with_importance_time_is_exact(tmp_path):
         assert proc.returncode == 0, proc.stderr[-3000:]
     assert "resuming from" in proc.stdout
     straight = _ckpt(tmp_path / "straight")
-    assert int(straight["state_dict"]["objective.time.counts"].sum()) == 6 * 2 * 16
+    if extra:
+        assert int(straight["state_dict"]["objective.time.counts"].sum()) == 6 * 2 * 16
     assert_same_training_state(straight, _ckpt(tmp_path / "split"))
