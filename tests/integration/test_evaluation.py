@@ -40,7 +40,7 @@ def test_training_reports_metrics_floor_and_selects_best_by_fid(evaluated_run):
     cwd, run = evaluated_run
     results = json.loads((run / "results.json").read_text())
     ev = results["evaluation"]
-    assert ev["nfe"] == 2 * 3 - 1 and ev["skipped"] == {}
+    assert ev["nfe"] == 3 and ev["skipped"] == {}  # dpmpp (the default), 3 steps
     assert ev["fid_digits_40"] > 0 and "kid_digits_40" in ev
     assert ev["extractor_accuracy"] > 0.9  # the digits classifier behind the features
     # the real-vs-real floor sits beside it: 40 test images against the training split
