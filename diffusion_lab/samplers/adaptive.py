@@ -22,11 +22,7 @@ from tqdm.auto import tqdm
 
 from diffusion_lab.process import expand_t
 from diffusion_lab.samplers.common import Loop
-
-
-def _lambda_range(process, logsnr_max: float) -> tuple[float, float]:
-    lam = process.schedule.logsnr(torch.tensor([1.0, 0.0], dtype=torch.float64))
-    return float(lam[0]) / 2, min(logsnr_max, float(lam[1])) / 2  # λ = log(α/σ) = log-SNR / 2
+from diffusion_lab.samplers.grids import logsnr_range
 
 
 def adaptive(
@@ -51,7 +47,8 @@ def adaptive(
         )
     loop = Loop(denoiser, process, 0, None, "adaptive", **call)
     batch, device = x.shape[0], x.device
-    lam, lam_end = _lambda_range(process, logsnr_max)
+    lam_1, lam_0 = logsnr_range(process)
+    lam, lam_end = lam_1 / 2, min(logsnr_max, lam_0) / 2  # λ = log(α/σ) = log-SNR / 2
 
     def state(lam_: float):
         t = process.t_from_logsnr(torch.tensor([2 * lam_], dtype=torch.float64)).clamp(0, 1)

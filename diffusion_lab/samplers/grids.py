@@ -35,7 +35,7 @@ def uniform(process, num_steps: int, t_max: float = 1.0, t_min: float | None = N
     return _finish(_spaced(num_steps, t_max, t_min))
 
 
-def _logsnr_range(process) -> tuple[float, float]:
+def logsnr_range(process) -> tuple[float, float]:
     """(λ(1), λ(0)) of the schedule; λ(0) = +inf unless it is truncated (σ(0) > 0)."""
     if not process.schedule.has_logsnr:
         raise TypeError(
@@ -66,7 +66,7 @@ def karras(
     """σ̃ from sigma_max (None: min(80, σ̃(1))) to sigma_min (None: `default_sigma_min`), both
     clipped to the schedule's own range [σ̃(0), σ̃(1)], so a truncated schedule never gets
     repeated t = 0 points (zero-length steps)."""
-    lam_1, lam_0 = _logsnr_range(process)
+    lam_1, lam_0 = logsnr_range(process)
     hi, lo = math.exp(-lam_1 / 2), math.exp(-lam_0 / 2)
     sigma_max = min(SIGMA_MAX, hi) if sigma_max is None else min(max(sigma_max, lo), hi)
     sigma_min = default_sigma_min(num_steps) if sigma_min is None else sigma_min
@@ -78,7 +78,7 @@ def karras(
 
 def log_snr(process, num_steps: int, logsnr_max: float = 12.4) -> Tensor:
     """λ uniform from λ(1) to min(logsnr_max, λ(0))."""
-    lam_1, lam_0 = _logsnr_range(process)
+    lam_1, lam_0 = logsnr_range(process)
     lam = _spaced(num_steps, lam_1, min(logsnr_max, lam_0))
     return _finish(process.t_from_logsnr(lam).clamp(0, 1))
 
