@@ -44,11 +44,13 @@ class DiagonalGaussian:
         return cls(mean, logvar)
 
     def sample(self, generator: torch.Generator | None = None) -> Tensor:
-        """z = μ + σ ⊙ ε, ε ~ N(0, I) (the reparameterisation trick)."""
+        """z = μ + σ ⊙ ε, ε ~ N(0, I) (the reparameterisation trick); ε is drawn on the
+        generator's device (a CPU generator works for CUDA latents) and moved to the latents'."""
+        device = generator.device if generator is not None else self.mean.device
         eps = torch.randn(
-            self.mean.shape, generator=generator, device=self.mean.device, dtype=self.mean.dtype
+            self.mean.shape, generator=generator, device=device, dtype=self.mean.dtype
         )
-        return self.mean + self.std * eps
+        return self.mean + self.std * eps.to(self.mean.device)
 
     def mode(self) -> Tensor:
         """The posterior mean (the mode of a Gaussian)."""
