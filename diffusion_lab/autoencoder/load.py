@@ -34,7 +34,10 @@ def load_autoencoder(path: str | Path) -> tuple[KLAutoencoder, DictConfig]:
         )
     weights = {k[len(PREFIX) :]: v for k, v in state_dict.items() if k.startswith(PREFIX)}
     if not weights:
-        raise CheckpointError(f"{path} holds no `{PREFIX}*` weights: {HINT}")
+        raise CheckpointError(
+            f"{path} holds no `{PREFIX}*` weights (a latent diffusion checkpoint is not an "
+            f"autoencoder one): {HINT}"
+        )
     bad = nonfinite_tensors(weights)
     if bad:
         raise CheckpointError(

@@ -16,7 +16,7 @@ from diffusion_lab.autoencoder.reconstruction import reconstruct, reconstruction
 from diffusion_lab.checkpoint import CheckpointError, load_checkpoint
 from diffusion_lab.cli import CONFIG_DIR
 from diffusion_lab.cli.common import record_choices, terminate_on_sigterm, user_errors
-from diffusion_lab.cli.train import _plain, trained_steps
+from diffusion_lab.cli.train import trained_steps
 from diffusion_lab.metrics.report import _held_out_images
 from diffusion_lab.results import versions, write_json
 from diffusion_lab.values import ConfigError, check_values
@@ -72,6 +72,10 @@ def build(cfg: DictConfig) -> tuple[pl.LightningDataModule, AutoencoderModule]:
         config=OmegaConf.to_container(cfg, resolve=True),
     )
     return datamodule, module
+
+
+def _plain(value):
+    return OmegaConf.to_container(value, resolve=True) if isinstance(value, DictConfig) else value
 
 
 def resume_from(cfg: DictConfig) -> str | None:
