@@ -72,5 +72,7 @@ class LatentCodec(nn.Module):
         for name, value in sorted(self.autoencoder.state_dict().items()):
             h.update(name.encode())
             h.update(str(tuple(value.shape)).encode())
-            h.update(value.detach().cpu().reshape(-1).contiguous().view(torch.uint8).numpy().tobytes())
+            h.update(
+                value.detach().cpu().reshape(-1).contiguous().view(torch.uint8).numpy().tobytes()
+            )
         return h.hexdigest()[:16]
