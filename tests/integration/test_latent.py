@@ -165,3 +165,14 @@ def test_a_crafted_autoencoder_node_is_refused_before_any_call(latent_run, tmp_p
     )
     _fails_in_one_line(status, err, "autoencoder._target_=pathlib.Path.touch")
     assert not marker.exists()
+
+
+@pytest.mark.parametrize("degradation", ["blur_noise", "mask", "cold_blur"])
+def test_other_corruptions_run_on_latents(latent_run, tmp_path, degradation):
+    """A per-frequency process (DCT of the latents), a masking one and a Cold operator: each
+    trains on the 4×8×8 latents and leaves decoded 1×16×16 images."""
+    root, _ = latent_run
+    run = tmp_path / degradation
+    status, err = _train(tmp_path, run, f"degradation={degradation}", f"latent={root / 'ae.ckpt'}")
+    assert status == 0, err[-3000:]
+    assert torch.load(run / "samples" / "samples.pt", weights_only=True).shape == (4, 1, 16, 16)
