@@ -31,8 +31,12 @@ from diffusion_lab.metrics.report import generate_many, quality, real_floor  # n
 from diffusion_lab.visualize import save_samples  # noqa: E402
 
 
-def score(x, datamodule, cfg, cache_dir) -> dict:
+def score(x, datamodule, cfg, cache_dir, n_real: int | None = None) -> dict:
+    """FID/KID of x; with n_real, also of its first n_real samples (the real floor's count:
+    FID's bias depends on the count, so only equal counts compare)."""
     s = quality(x, datamodule, cfg, cache_dir)
+    if n_real is not None and n_real < len(x):
+        s.update(quality(x[:n_real], datamodule, {**cfg, "num_samples": n_real}, cache_dir))
     return {k: v for k, v in s.items() if not k.endswith("_std")}
 
 
@@ -67,6 +71,7 @@ def main() -> None:
                 k: facts.get(k) for k in ("global_step", "fit_seconds", "train_images_per_s")
             }
     results["real_floor"] = real_floor(datamodule, cfg, cache_dir)
+    n_real = min(args.num, len(datamodule.test_set))  # real_floor set the test split up
 
     # time to first preview, one sample.py-sized batch
     cascade = sample_cascade(base, [sr], args.preview_num, args.seed)
@@ -87,7 +92,7 @@ def main() -> None:
     start = time.perf_counter()
     x_single, nfe = generate_many(single, args.num, args.seed, args.batch)
     results["single"] = {"seconds": time.perf_counter() - start, "nfe": nfe}
-    results["single"].update(score(x_single, datamodule, cfg, cache_dir))
+    results["single"].update(score(x_single, datamodule, cfg, cache_dir, n_real))
     print(json.dumps(results["single"]), flush=True)
 
     # FID: cascade, batch b seeded seed + b (both stages)
@@ -101,7 +106,7 @@ def main() -> None:
         nfe = r.nfe
     x_low, x_high = torch.cat(lows), torch.cat(highs)
     results["cascade"] = {"base_seconds": seconds[0], "seconds": seconds[1], "nfe": nfe}
-    results["cascade"].update(score(x_high, datamodule, cfg, cache_dir))
+    results["cascade"].update(score(x_high, datamodule, cfg, cache_dir, n_real))
     print(json.dumps(results["cascade"]), flush=True)
 
     # the super-resolution stage alone, on the same base samples, at other levels / resampling
