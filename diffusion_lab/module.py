@@ -31,7 +31,8 @@ def step_seed(seed: int, rank: int, step: int, micro_batch: int = 0, stream: int
     step, micro-batch within a gradient accumulation) alone, so every rank draws its own noise
     (DESIGN §4) and a resumed run draws exactly what the uninterrupted run would have (no RNG
     state to save or lose). `stream` > 0 gives independent seeds for the same step (stream 1:
-    the label-dropout mask), leaving stream 0, the global RNG's, as it always was."""
+    the label-dropout mask; 2: a super-resolution stage's augmentation), leaving stream 0, the
+    global RNG's, as it always was."""
     entropy = [seed, rank, step, micro_batch] + ([stream] if stream else [])
     return int(np.random.SeedSequence(entropy).generate_state(1)[0])
 
@@ -53,6 +54,8 @@ class DiffusionModule(pl.LightningModule):
         num_classes: int | None = None,
         label_dropout: float = 0.0,
         config: dict | None = None,
+        codec: nn.Module | None = None,
+        lowres: nn.Module | None = None,
     ):
         super().__init__()
         self.process, self.denoiser, self.objective = process, denoiser, objective
@@ -64,12 +67,20 @@ class DiffusionModule(pl.LightningModule):
         # the null label (backbone.num_classes) replaces each training label w.p. label_dropout
         self.num_classes, self.label_dropout = num_classes, float(label_dropout)
         self.config = config or {}
+        # latent diffusion: the frozen autoencoder (latent/codec.py); samples leave decoded
+        self.codec = codec
+        # a cascade's super-resolution stage: cond = the low-resolution x0 (cascade/lowres.py)
+        self.lowres = lowres
 
     def train(self, mode: bool = True):
         """The EMA copy always stays in eval mode (no dropout when sampling mid-training)."""
         super().train(mode)
         self.ema.eval()
         return self
+
+    def decode(self, x: Tensor) -> Tensor:
+        """Samples as images: a latent model's latents decoded, anything else unchanged."""
+        return x if self.codec is None else self.codec.decode(x)
 
     # -- training ----------------------------------------------------------------------------
     def _cond(self, y: Tensor) -> Tensor | None:
@@ -89,6 +100,9 @@ class DiffusionModule(pl.LightningModule):
             seed = step_seed(self.seed, self.global_rank, self.global_step, micro, stream=1)
             gen = torch.Generator().manual_seed(seed)
             cond = drop_labels(cond, self.label_dropout, self.num_classes, gen)
+        if self.lowres is not None:  # augmentation level and noise: stream 2 of the step's seed
+            seed = step_seed(self.seed, self.global_rank, self.global_step, micro, stream=2)
+            cond = self.lowres.training_condition(x0, torch.Generator().manual_seed(seed))
         # NaN/Inf losses are skipped by callbacks.nonfinite_guard (NonFiniteGuard)
         loss = self.training_loss(x0, cond).mean()
         self.log(
@@ -119,13 +133,14 @@ class DiffusionModule(pl.LightningModule):
     def _fixed_grid_loss(self, batch, batch_idx: int, denoiser: nn.Module) -> Tensor:
         x0, y = batch
         gen = torch.Generator(device="cpu").manual_seed(self.seed * 100_003 + batch_idx)
+        cond = self._cond(y)
+        if self.lowres is not None:  # a super-resolution stage, at its sampling level
+            cond = self.lowres.sampling_condition(self.lowres.downsample(x0), gen)
         losses = []
         for t in (torch.arange(self.val_num_t) + 0.5) / self.val_num_t:
             noise = torch.randn(x0.shape, generator=gen).to(x0.device)
             t_batch = torch.full((x0.shape[0],), float(t), device=x0.device)
-            losses.append(
-                self.objective(denoiser, self.process, x0, self._cond(y), t=t_batch, noise=noise)
-            )
+            losses.append(self.objective(denoiser, self.process, x0, cond, t=t_batch, noise=noise))
         return torch.stack(losses).mean()
 
     def validation_step(self, batch, batch_idx):

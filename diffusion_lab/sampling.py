@@ -9,7 +9,8 @@ the LightningModule itself only trains. Samplers are the pure functions of diffu
 Randomness: one CPU generator seeded with `seed` draws the prior and is then handed to the
 sampler, so a (seed, sampler, num_samples) triple gives the same samples on every device.
 
-Shapes: x_T and the samples are (N, *data_shape); cond (N,) class labels or None.
+Shapes: x_T and the samples are (N, *data_shape); cond (N,) class labels, (N, ...) float images
+(a super-resolution stage's condition, diffusion_lab/cascade/) or None.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from diffusion_lab.cascade.lowres import validation_condition
 from diffusion_lab.guidance import Guided
 
 
@@ -87,7 +89,13 @@ def generate(
             )
         x_T = process.prior(num_samples, device="cpu", generator=gen)
     x = x_T.to(device)
-    if cond is not None:
+    if cond is not None and torch.is_floating_point(torch.as_tensor(cond)):  # an image condition
+        if guidance != 1:
+            raise ValueError("guidance needs class labels; an image condition takes guidance=1")
+        cond = torch.as_tensor(cond, device=device)
+        if cond.shape[0] != len(x):
+            raise ValueError(f"cond must hold {len(x)} images, got shape {tuple(cond.shape)}")
+    elif cond is not None:
         cond = torch.as_tensor(cond, dtype=torch.long, device=device)
         if cond.shape != x.shape[:1]:
             raise ValueError(f"cond must have shape ({len(x)},), got {tuple(cond.shape)}")
@@ -110,8 +118,15 @@ def generate_ema(
     """`generate` with a DiffusionModule's EMA denoiser and process, and its own sampler unless
     `sampler` is given. Refuses class labels for a model trained without them. A process without
     a prior (snow) restores `datamodule`'s validation images degraded to t = 1 when no x_T is
-    given. Returns (x, nfe)."""
-    if cond is not None and not module.class_conditional:
+    given. A latent model's samples are decoded into images. Returns (x, nfe)."""
+    if cond is None and module.lowres is not None:  # a super-resolution stage, outside a cascade
+        if datamodule is None:
+            raise ValueError(
+                "a super-resolution model (trained with lowres=...) samples conditioned on "
+                "low-resolution images: python sample.py ckpt_path=<base> superres=[<it>]"
+            )
+        cond = validation_condition(module.lowres, datamodule, num_samples, kwargs.get("seed", 0))
+    elif cond is not None and not module.class_conditional:
         raise ValueError(
             "class labels were given, but this model was trained unconditionally "
             "(conditional=false): leave class_label unset"
@@ -119,7 +134,7 @@ def generate_ema(
     if kwargs.get("x_T") is None and not module.process.has_prior and datamodule is not None:
         seed = kwargs.get("seed", 0)
         kwargs["x_T"] = degraded_validation_images(datamodule, module.process, num_samples, seed)
-    return generate(
+    x, nfe = generate(
         module.ema,
         module.process,
         sampler or module.sampler,
@@ -128,3 +143,4 @@ def generate_ema(
         null_label=module.num_classes,
         **kwargs,
     )
+    return module.decode(x), nfe

@@ -76,6 +76,7 @@ TRAIN_KEYS = (
     ("evaluation.nll.vlb_steps", "steps"),
     ("evaluation.nll.num_images", "count"),
     ("label_dropout", "probability_or_null"),
+    ("latent_scale", "positive_or_null"),
 )
 # What evaluate.py reads besides its samplers × num_steps lists (checked one by one).
 EVALUATE_KEYS = (

@@ -83,6 +83,7 @@ ENTRY_POINTS = {
     "train.py": "diffusion_lab.cli.train",
     "sample.py": "diffusion_lab.cli.sample",
     "evaluate.py": "diffusion_lab.cli.evaluate",
+    "train_ae.py": "diffusion_lab.cli.train_ae",
 }
 
 

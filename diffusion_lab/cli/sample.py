@@ -6,6 +6,8 @@ Class-conditional checkpoints take `class_label=3|[1,7]|all` with classifier-fre
 `guidance=w` (and `guidance_rescale=φ`), see diffusion_lab/guidance.py.
 With `init_image=PATH start_t=T` it restores the user's own degraded image instead: the image is
 taken as x_T at level T and the reverse process runs from there (Cold Diffusion's use case).
+With `superres=[CKPT, ...]` it samples a cascade (Cascaded Diffusion, diffusion_lab/cascade/):
+ckpt_path is the base, each CKPT a super-resolution stage; preview.png (the base) comes first.
 """
 
 import inspect
@@ -18,12 +20,14 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from diffusion_lab.build import CALL_ARGUMENTS, module_from_checkpoint
+from diffusion_lab.cascade.pipeline import check_chain, sample_cascade
 from diffusion_lab.cli import CONFIG_DIR
 from diffusion_lab.cli.common import sample_and_save, terminate_on_sigterm, user_errors
 from diffusion_lab.guidance import spread_labels
 from diffusion_lab.results import versions, write_json
 from diffusion_lab.samplers.grids import starting_at
 from diffusion_lab.values import ConfigError, check_values
+from diffusion_lab.visualize import save_samples
 
 SAMPLE_KEYS = (
     ("num_steps", "steps_or_null"),
@@ -104,6 +108,11 @@ def main_impl(cfg: DictConfig) -> dict:
     x_T = None
     if cfg.init_image is not None and "grid" not in takes:
         raise ConfigError("init_image restarts a fixed grid at start_t; use a grid sampler (ddim)")
+    if cfg.init_image is not None and module.codec is not None:
+        raise ConfigError(
+            "init_image is taken as the degraded state x_T, but this is a latent model (trained "
+            "with latent=...): its process degrades latents, not images. Sample without init_image."
+        )
     if cfg.init_image is not None:
         x_T = load_image(cfg.init_image, parts.process.data_shape).repeat(cfg.num_samples, 1, 1, 1)
         sampler = partial(
@@ -117,6 +126,8 @@ def main_impl(cfg: DictConfig) -> dict:
         raise ConfigError(f"device={device}, but no CUDA GPU is visible: use device=cpu or auto")
     module.to(device)
     out = Path(cfg.paths.output_dir)
+    if cfg.get("superres"):
+        return sample_superres(cfg, module, sampler, device, out, labels=cond, x_T=x_T)
     try:
         facts = sample_and_save(
             module,
@@ -147,6 +158,74 @@ def main_impl(cfg: DictConfig) -> dict:
     )
     write_json(out / "results.json", facts)
     print(f"\nsamples: {facts['grid']}  ({facts['nfe']} NFE, {facts['seconds']:.1f} s)")
+    return facts
+
+
+def sample_superres(cfg, base, sampler, device, out: Path, labels=None, x_T=None) -> dict:
+    """`superres=[ckpt, ...]`: sample the cascade base → super-resolution stages (Cascaded
+    Diffusion, diffusion_lab/cascade/): preview.png (the base's samples) is written as soon as
+    they exist, samples.png/.pt are the last stage's. `sampler=`/`num_steps=` apply to every stage."""
+    if labels is not None or x_T is not None:
+        raise ConfigError(
+            "superres=[...] samples a cascade from its base's prior: class_label and init_image "
+            "are not supported with it"
+        )
+    paths = [str(path) for path in cfg.superres]
+    stages, samplers = [], [sampler]
+    for path in paths:
+        stage, stage_parts, _ = module_from_checkpoint(
+            path,
+            sampler_cfg=cfg.get("sampler"),
+            paths=cfg.paths,
+            sampler_choice=HydraConfig.get().runtime.choices.get("sampler"),
+        )
+        stages.append(stage.to(device))
+        takes = inspect.signature(getattr(stage_parts.sampler, "func", stage_parts.sampler))
+        if cfg.num_steps is not None and "num_steps" not in takes.parameters:
+            raise ConfigError(f"num_steps={cfg.num_steps}: the sampler of {path} takes no steps")
+        steps = {} if cfg.num_steps is None else {"num_steps": cfg.num_steps}
+        samplers.append(partial(stage_parts.sampler, **steps))
+    names = [f"ckpt_path={cfg.ckpt_path}", *(f"superres[{k}]={p}" for k, p in enumerate(paths))]
+    check_chain(base, stages, names)
+
+    def on_stage(k, x, seconds):
+        if k == 0:
+            print(f"\npreview: {save_samples(x, out / 'preview.png')}  ({seconds:.1f} s)")
+
+    result = sample_cascade(
+        base,
+        stages,
+        cfg.num_samples,
+        cfg.seed,
+        samplers=samplers,
+        on_stage=on_stage,
+        progress=True,
+    )
+    torch.save(result.images[-1], out / "samples.pt")
+    facts = {
+        "num_samples": cfg.num_samples,
+        "seed": cfg.seed,
+        "ckpt_path": str(cfg.ckpt_path),
+        "superres": paths,
+        "preview": str(out / "preview.png"),
+        "grid": str(save_samples(result.images[-1], out / "samples.png")),
+        "tensor": str(out / "samples.pt"),
+        "time_to_preview_s": result.time_to_preview,
+        "seconds": result.total_seconds,
+        "images_per_s": cfg.num_samples / result.total_seconds,
+        "stages": [
+            {"shape": list(x.shape[1:]), "nfe": nfe, "seconds_at_end": sec}
+            | ({"aug_sample": stage.lowres.aug_sample} if stage.lowres is not None else {})
+            for x, nfe, sec, stage in zip(
+                result.images, result.nfe, result.seconds, [base, *stages]
+            )
+        ],
+        "nfe": sum(result.nfe),
+        "nfe_counts": "network calls, summed over the stages (each stage's in `stages`)",
+        "versions": versions(),
+    }
+    write_json(out / "results.json", facts)
+    print(f"samples: {facts['grid']}  ({facts['nfe']} NFE, {facts['seconds']:.1f} s)")
     return facts
 
 

@@ -114,6 +114,9 @@ MODEL_KEYS = (
     "degradation",
     "basis",
     "precond",
+    "latent",
+    "latent_scale",
+    "lowres",  # a cascade's super-resolution stage: its condition and network input
 )
 
 

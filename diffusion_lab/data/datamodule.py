@@ -90,6 +90,11 @@ class ImageDataModule(pl.LightningDataModule, abc.ABC):
         """Number of labels y can take; None when y is a constant 0."""
 
     @property
+    def pixels(self) -> "ImageDataModule":
+        """The image data itself (a latent datamodule's images; here, this datamodule)."""
+        return self
+
+    @property
     def channels(self) -> int:
         return self.data_shape[0]
 

@@ -56,6 +56,7 @@ def _held_out_images(datamodule, n: int, split: str = "test") -> tuple[Tensor, T
 def quality(samples: Tensor, datamodule, cfg: Mapping, cache_dir) -> dict:
     """FID/KID/IS of samples against the training split; with the domain extractor, also the
     classifier's held-out accuracy (`extractor_accuracy`), so its features can be judged."""
+    datamodule = datamodule.pixels  # a latent datamodule's images: samples come decoded
     metrics = [m for m in cfg["metrics"] if m in QUALITY]
     extra, classifier = {}, None
     if cfg["extractor"] == "domain":
@@ -80,7 +81,7 @@ def real_floor(datamodule, cfg: Mapping, cache_dir) -> dict:
 
     The test split may be smaller than num_samples (digits: 180 images); `evaluate` then also
     scores the first samples at that count, since FID's bias depends on it."""
-    x, _ = _held_out_images(datamodule, cfg["num_samples"])
+    x, _ = _held_out_images(datamodule.pixels, cfg["num_samples"])
     scores = quality(x, datamodule, cfg, cache_dir)
     return {f"real_{k}": v for k, v in scores.items() if k != "extractor_accuracy"}
 
@@ -134,7 +135,12 @@ def likelihood(module, datamodule, cfg: Mapping, which: str, split: str = "test"
     }
 
 
-def _skip_reason(process, metric: str) -> str | None:
+def _skip_reason(process, metric: str, latent: bool = False) -> str | None:
+    if latent:
+        return (
+            f"{metric} would be of the latents, not of the images: the decoder is not invertible, "
+            "so a latent model has no bits/dim of its images"
+        )
     if metric == "nll" and not (process.linear and process.full_rank_noise):
         return "nll needs a linear degradation with full-rank noise"
     if metric == "vlb":
@@ -151,6 +157,7 @@ def evaluate(
 ) -> dict:
     """Every metric in cfg['metrics'] for `module` (EMA weights); `floor` adds real-vs-real."""
     metrics = check_metrics(cfg["metrics"])
+    datamodule = datamodule.pixels  # a latent model's samples are decoded: score them as images
     out: dict = {"skipped": {}}
     if not module.process.has_prior:  # restoration-only (snow): nothing to generate from
         for m in [m for m in metrics if m in QUALITY]:
@@ -177,7 +184,7 @@ def evaluate(
     for which in LIKELIHOOD:
         if which not in metrics:
             continue
-        reason = _skip_reason(module.process, which)
+        reason = _skip_reason(module.process, which, latent=module.codec is not None)
         if reason:
             out["skipped"][which] = reason
         else:

@@ -206,6 +206,15 @@ def test_the_configs_this_project_ships_all_pass(tmp_path):
         check_stored_config(OmegaConf.to_container(cfg, resolve=True))
         checked += 1
     assert checked > 40
+    # the autoencoder stage (train_ae.py) stores its config the same way
+    for o in (
+        [],
+        ["experiment=ae_mnist"],
+        ["experiment=ae_cifar10"],
+        ["discriminator.enabled=true"],
+    ):
+        cfg = compose_config("train_ae", o, tmp_path)
+        check_stored_config(OmegaConf.to_container(cfg, resolve=True))
 
 
 def test_the_allowlist_is_per_group():
