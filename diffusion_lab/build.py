@@ -10,16 +10,15 @@ and raises a `ConfigError` naming both config groups when two choices cannot wor
 from __future__ import annotations
 
 import inspect
-import math
 from dataclasses import dataclass
 from functools import partial
 
 import torch
-from hydra.errors import InstantiationException
 from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 from torch import nn
 
+from diffusion_lab.cascade.wiring import lowres_condition, superres_backbone
 from diffusion_lab.checkpoint import (
     CheckpointError,
     adopt_fitted_shapes,
@@ -28,6 +27,9 @@ from diffusion_lab.checkpoint import (
 )
 from diffusion_lab.data.statistics import DatasetStatistics, load_or_compute
 from diffusion_lab.denoiser import Denoiser
+from diffusion_lab.groups import choice
+from diffusion_lab.groups import instantiate_group as _instantiate
+from diffusion_lab.latent.wiring import latent_data
 from diffusion_lab.module import DiffusionModule
 from diffusion_lab.process import ForwardProcess
 from diffusion_lab.samplers.pf_ode import check_churn
@@ -54,26 +56,6 @@ class Parts:
     statistics: object = None  # DatasetStatistics when the process needed them
     codec: object = None  # latent.LatentCodec of a latent-diffusion run (latent=PATH), else None
     lowres: object = None  # cascade.LowResCondition of a super-resolution stage, else None
-
-
-def choice(cfg: DictConfig, group: str) -> str:
-    """`group=option` as the user chose it (recorded by the CLI), else the class name."""
-    chosen = OmegaConf.select(cfg, f"choices.{group}")
-    if chosen is not None:
-        return f"{group}={chosen}"
-    target = OmegaConf.select(cfg, f"{group}._target_") or "?"
-    return f"{group}={target.rsplit('.', 1)[-1]}"
-
-
-def _instantiate(cfg: DictConfig, group: str):
-    """instantiate(cfg[group]), with a constructor's ValueError as a ConfigError naming the choice."""
-    try:
-        return instantiate(cfg[group])
-    except InstantiationException as err:
-        cause = err.__cause__ if isinstance(err.__cause__, ValueError | TypeError) else None
-        if cause is None:
-            raise
-        raise ConfigError(f"{choice(cfg, group)}: {cause}") from None
 
 
 def _check_schedule(cfg, degradation, schedule) -> None:
@@ -222,130 +204,6 @@ def _per_component_sigma_data(cfg, precond, process, statistics):
     return statistics.component_rms(process.basis) if statistics is not None else None
 
 
-def _latent(cfg: DictConfig, images, restore: bool):
-    """`latent=PATH`: the image datamodule becomes a LatentDataModule over the autoencoder in PATH
-    (train_ae.py's checkpoint), encoded (or read from the cache) now, with its scale fitted. The
-    autoencoder's own config is copied into the run config as `autoencoder`, so the run's
-    checkpoints are self-contained: restoring builds the autoencoder from that node (allowlisted
-    like every stored `_target_`) and takes its weights and scale from the checkpoint, never
-    reading PATH again. Returns (datamodule, codec)."""
-    from diffusion_lab.latent import LatentCodec, LatentDataModule
-
-    if len(images.data_shape) != 3:
-        raise ConfigError(
-            f"latent=... encodes images; {choice(cfg, 'dataset')} gives data of shape "
-            f"{tuple(images.data_shape)}. Set latent=null."
-        )
-    if restore:
-        if cfg.get("autoencoder") is None:
-            raise CheckpointError(
-                "the stored config says latent=... but holds no `autoencoder` node: the "
-                "checkpoint is incomplete or was edited."
-            )
-        autoencoder = instantiate(cfg.autoencoder)
-    else:
-        from diffusion_lab.autoencoder.load import load_autoencoder
-
-        autoencoder, ae_cfg = load_autoencoder(cfg.latent)
-        trained_on = tuple(
-            OmegaConf.select(ae_cfg, key) for key in ("dataset.channels", "dataset.image_size")
-        )
-        shape = tuple(images.data_shape)
-        if None not in trained_on and trained_on != (shape[0], shape[-1]):
-            raise ConfigError(
-                f"latent={cfg.latent} was trained on {trained_on[0]}-channel "
-                f"{trained_on[1]}×{trained_on[1]} images; {choice(cfg, 'dataset')} gives "
-                f"{shape[0]}-channel {shape[1]}×{shape[2]} ones. Use an autoencoder trained on "
-                "this dataset (python train_ae.py dataset=...) or set dataset.image_size."
-            )
-        with open_dict(cfg):
-            cfg.autoencoder = OmegaConf.to_container(ae_cfg.autoencoder, resolve=True)
-    try:
-        codec = LatentCodec(autoencoder, images.data_shape)
-        datamodule = LatentDataModule(
-            images, codec, cfg.paths.cache_dir, cfg.get("latent_scale"), fit_scale=not restore
-        )
-    except ValueError as err:
-        raise ConfigError(f"latent={cfg.latent}: {err}") from None
-    if not restore:
-        datamodule.setup("fit")  # encodes (or reads the cache) and fits the scale
-    _backbone_sees_latents(cfg, datamodule.data_shape)
-    return datamodule, codec
-
-
-# Backbone keys that take the data's shape from the dataset config (configs/backbone/*.yaml).
-SHAPE_INTERPOLATIONS = ("${dataset.channels}", "${dataset.image_size}", "${dataset.dim}")
-
-
-def _backbone_sees_latents(cfg: DictConfig, shape) -> None:
-    """Point every backbone value interpolated from the dataset's shape (`${dataset.channels}`,
-    nested ones included) at the latents' shape instead: the network denoises latents. Values the
-    user set by hand are left alone (the backbone's own checks then name them)."""
-    values = dict(zip(SHAPE_INTERPOLATIONS, (shape[0], shape[-1], math.prod(shape))))
-
-    def walk(node, prefix):
-        items = node.items() if isinstance(node, dict) else enumerate(node)
-        for key, value in items:
-            if isinstance(value, dict | list):
-                walk(value, f"{prefix}.{key}")
-            elif isinstance(value, str) and value in values:
-                OmegaConf.update(cfg, f"{prefix}.{key}", values[value], force_add=True)
-
-    walk(OmegaConf.to_container(cfg.backbone, resolve=False), "backbone")
-
-
-def _lowres(cfg: DictConfig, data_shape, restore: bool):
-    """`lowres=superres`: a super-resolution stage of a cascade (cascade/lowres.py), checked
-    against the data, or None. Its backbone takes x and the condition as channels."""
-    if OmegaConf.select(cfg, "lowres") is None:
-        return None
-    if len(data_shape) != 3:
-        raise ConfigError(
-            f"{choice(cfg, 'lowres')} super-resolves images; {choice(cfg, 'dataset')} gives data "
-            f"of shape {tuple(data_shape)}. Leave lowres unset."
-        )
-    if cfg.get("conditional", False) or cfg.get("latent") is not None:
-        which = "conditional=true (class labels)" if cfg.get("conditional") else "latent=..."
-        raise ConfigError(
-            f"{choice(cfg, 'lowres')} conditions the network on the low-resolution image; "
-            f"combining it with {which} is not supported. Use one or the other."
-        )
-    lowres = _instantiate(cfg, "lowres")
-    if (lowres.channels, lowres.image_size) != (data_shape[0], data_shape[-1]):
-        raise ConfigError(
-            f"{choice(cfg, 'lowres')} is set up for {lowres.channels}-channel {lowres.image_size}-"
-            f"pixel images; {choice(cfg, 'dataset')} gives shape {tuple(data_shape)}. Leave "
-            "lowres.channels and lowres.image_size at their ${dataset...} defaults."
-        )
-    if not {"in_channels", "out_channels"} <= set(cfg.backbone):
-        raise ConfigError(
-            f"{choice(cfg, 'lowres')} feeds the condition as extra input channels; "
-            f"{choice(cfg, 'backbone')} has no in_channels/out_channels. Use backbone=unet or dit."
-        )
-    if not restore and OmegaConf.select(cfg, "evaluation.metrics"):
-        raise ConfigError(
-            f"{choice(cfg, 'lowres')} trains a super-resolution stage, which has no unconditional "
-            "samples to score: set evaluation.metrics=[] and score the cascade "
-            "(scripts/bench_cascade.py)."
-        )
-    return lowres
-
-
-def _superres_backbone(cfg: DictConfig, lowres):
-    """The backbone of a super-resolution stage: in_channels = 2C + 1 (x, up(z_s), the level
-    plane), out_channels = C, wrapped to concatenate the condition (cascade/concat.py)."""
-    from diffusion_lab.cascade.concat import ConcatCondition
-
-    c = lowres.channels
-    try:
-        net = instantiate(cfg.backbone, in_channels=2 * c + 1, out_channels=c)
-    except InstantiationException as err:
-        if not isinstance(err.__cause__, ValueError | TypeError):
-            raise
-        raise ConfigError(f"{choice(cfg, 'backbone')}: {err.__cause__}") from None
-    return ConcatCondition(net)
-
-
 def build(cfg: DictConfig, statistics=None, restore: bool = False) -> Parts:
     """Instantiate and check all groups. Dataset statistics are computed (or read from the cache)
     when the process or the preconditioning needs them, unless given as `statistics`; `restore`
@@ -355,7 +213,7 @@ def build(cfg: DictConfig, statistics=None, restore: bool = False) -> Parts:
     _check_conditioning(cfg, datamodule)
     codec = None
     if cfg.get("latent") is not None or (restore and cfg.get("autoencoder") is not None):
-        datamodule, codec = _latent(cfg, datamodule, restore)
+        datamodule, codec = latent_data(cfg, datamodule, restore)
     degradation, schedule = _instantiate(cfg, "degradation"), _instantiate(cfg, "schedule")
     _check_schedule(cfg, degradation, schedule)
     process = ForwardProcess(degradation, schedule, datamodule.data_shape)
@@ -366,8 +224,8 @@ def build(cfg: DictConfig, statistics=None, restore: bool = False) -> Parts:
     process.setup(statistics)
     _check_backbone(cfg, process.data_shape)
     sigma_data = _per_component_sigma_data(cfg, precond, process, statistics)
-    lowres = _lowres(cfg, process.data_shape, restore)
-    backbone = _superres_backbone(cfg, lowres) if lowres else _instantiate(cfg, "backbone")
+    lowres = lowres_condition(cfg, process.data_shape, restore)
+    backbone = superres_backbone(cfg, lowres) if lowres else _instantiate(cfg, "backbone")
     denoiser = Denoiser(backbone, precond, process.basis, sigma_data)
     sampler = _instantiate(cfg, "sampler")
     check_sampler(cfg, sampler, process)
