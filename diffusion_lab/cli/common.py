@@ -20,12 +20,13 @@ from pathlib import Path
 import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from omegaconf import DictConfig, open_dict, read_write
+from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 from omegaconf.errors import MissingMandatoryValue
 from PIL import Image
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
-from diffusion_lab.checkpoint import CheckpointError
+from diffusion_lab.checkpoint import CheckpointError, load_checkpoint
+from diffusion_lab.groups import choice
 from diffusion_lab.io import DiskFullError
 from diffusion_lab.metrics import InceptionWeightsUnavailable
 from diffusion_lab.sampling import generate_ema, require_finite_samples
@@ -159,3 +160,37 @@ def sample_and_save(
         "grid": str(grid),
         "tensor": str(out / "samples.pt"),
     }
+
+
+def _plain(value):
+    return OmegaConf.to_container(value, resolve=True) if isinstance(value, DictConfig) else value
+
+
+def checked_resume_path(cfg: DictConfig, model_keys, kind=None) -> str | None:
+    """The checkpoint a run resumes from: ckpt_path when given; else, with auto_resume, the run
+    directory's own last.ckpt; None for a fresh start. The file must load (CheckpointError:
+    missing, truncated or foreign), pass `kind(saved config, path)` (which raises when it is the
+    wrong kind of checkpoint), and agree with this run on every key of `model_keys`."""
+    path = cfg.ckpt_path
+    if path is None:
+        last = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
+        if not (cfg.get("auto_resume", True) and last.is_file()):
+            return None
+        path = str(last)
+        print(f"resuming from {last} (auto_resume; auto_resume=false starts afresh)")
+    saved, _, _ = load_checkpoint(path)
+    if kind is not None:
+        kind(saved, path)
+    for key in model_keys:
+        was, now = (_plain(OmegaConf.select(c, key)) for c in (saved, cfg))
+        if was != now:
+            differs = (
+                f"a different `{key}` config than this run's {choice(cfg, key.split('.')[0])}"
+                if isinstance(now, dict)
+                else f"{key}={was}, this run has {key}={now}"
+            )
+            raise ConfigError(
+                f"{path} was trained with {differs}: resume with the overrides that run used "
+                "(its .hydra/overrides.yaml), or start a new run without ckpt_path"
+            )
+    return str(path)

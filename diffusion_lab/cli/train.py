@@ -12,12 +12,12 @@ from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from diffusion_lab.build import ConfigError, build, build_module, choice
+from diffusion_lab.build import ConfigError, build, build_module
 from diffusion_lab.callbacks import Throughput
 from diffusion_lab.callbacks.throughput import peak_memory_mb
-from diffusion_lab.checkpoint import load_checkpoint
 from diffusion_lab.cli import CONFIG_DIR
 from diffusion_lab.cli.common import (
+    checked_resume_path,
     one_ddp_job,
     pin_job_for_ddp_workers,
     record_choices,
@@ -120,34 +120,10 @@ MODEL_KEYS = (
 )
 
 
-def _plain(value):
-    return OmegaConf.to_container(value, resolve=True) if isinstance(value, DictConfig) else value
-
-
 def resume_from(cfg: DictConfig) -> str | None:
-    """ckpt_path when given; else, with auto_resume, the run directory's own last.ckpt."""
-    path = cfg.ckpt_path
-    if path is None:
-        last = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
-        if not (cfg.get("auto_resume", True) and last.is_file()):
-            return None
-        path = str(last)
-        print(f"resuming from {last} (auto_resume; auto_resume=false starts afresh)")
-    saved, _, _ = load_checkpoint(path)  # CheckpointError: missing, truncated or foreign file
-    # what the weights depend on: the data's kind and shape, the network, the process
-    for key in MODEL_KEYS:
-        was, now = (_plain(OmegaConf.select(c, key)) for c in (saved, cfg))
-        if was != now:
-            differs = (
-                f"a different `{key}` config than this run's {choice(cfg, key.split('.')[0])}"
-                if isinstance(now, dict)
-                else f"{key}={was}, this run has {key}={now}"
-            )
-            raise ConfigError(
-                f"{path} was trained with {differs}: resume with the overrides that run used "
-                "(its .hydra/overrides.yaml), or start a new run without ckpt_path"
-            )
-    return str(path)
+    """ckpt_path (or, with auto_resume, the run's own last.ckpt), checked against this run's
+    MODEL_KEYS: what the weights depend on (the data's kind and shape, the network, the process)."""
+    return checked_resume_path(cfg, MODEL_KEYS)
 
 
 def trained_steps(trainer: pl.Trainer, last_ckpt: Path) -> int:

@@ -13,9 +13,14 @@ from omegaconf import DictConfig, OmegaConf
 
 from diffusion_lab.autoencoder.module import RECONSTRUCTION, AutoencoderModule
 from diffusion_lab.autoencoder.reconstruction import reconstruct, reconstruction_metrics
-from diffusion_lab.checkpoint import CheckpointError, load_checkpoint
+from diffusion_lab.checkpoint import CheckpointError
 from diffusion_lab.cli import CONFIG_DIR
-from diffusion_lab.cli.common import record_choices, terminate_on_sigterm, user_errors
+from diffusion_lab.cli.common import (
+    checked_resume_path,
+    record_choices,
+    terminate_on_sigterm,
+    user_errors,
+)
 from diffusion_lab.cli.train import trained_steps
 from diffusion_lab.metrics.report import _held_out_images
 from diffusion_lab.results import versions, write_json
@@ -74,32 +79,17 @@ def build(cfg: DictConfig) -> tuple[pl.LightningDataModule, AutoencoderModule]:
     return datamodule, module
 
 
-def _plain(value):
-    return OmegaConf.to_container(value, resolve=True) if isinstance(value, DictConfig) else value
-
-
-def resume_from(cfg: DictConfig) -> str | None:
-    """ckpt_path when given; else, with auto_resume, the run directory's own last.ckpt."""
-    path = cfg.ckpt_path
-    if path is None:
-        last = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
-        if not (cfg.auto_resume and last.is_file()):
-            return None
-        path = str(last)
-        print(f"resuming from {last} (auto_resume; auto_resume=false starts afresh)")
-    saved, _, _ = load_checkpoint(path)
+def _is_autoencoder_checkpoint(saved: DictConfig, path) -> None:
     if "autoencoder" not in saved:
         raise CheckpointError(
             f"{path} is not an autoencoder checkpoint (python train_ae.py writes those)"
         )
-    for key in MODEL_KEYS:
-        was, now = (_plain(OmegaConf.select(c, key)) for c in (saved, cfg))
-        if was != now:
-            raise ConfigError(
-                f"{path} was trained with a different `{key}` ({was} vs this run's {now}): resume "
-                "with the overrides that run used (its .hydra/overrides.yaml), or start a new run"
-            )
-    return str(path)
+
+
+def resume_from(cfg: DictConfig) -> str | None:
+    """ckpt_path (or, with auto_resume, the run's own last.ckpt): an autoencoder checkpoint
+    that agrees with this run on MODEL_KEYS."""
+    return checked_resume_path(cfg, MODEL_KEYS, kind=_is_autoencoder_checkpoint)
 
 
 def train_ae(cfg: DictConfig) -> dict:
