@@ -88,6 +88,20 @@ def requested_labels(cfg: DictConfig, module, datamodule, ckpt_path) -> torch.Te
     return spread_labels(spec, cfg.num_samples, datamodule.num_classes or module.num_classes)
 
 
+def with_num_steps(sampler, num_steps: int | None, who: str):
+    """(`sampler` with `num_steps` bound when given, the sampler function's parameters); a
+    ConfigError when the sampler chooses its own steps (adaptive, consistency...)."""
+    takes = inspect.signature(getattr(sampler, "func", sampler)).parameters
+    if num_steps is None:
+        return sampler, takes
+    if "num_steps" not in takes:
+        raise ConfigError(
+            f"num_steps={num_steps}: {who} chooses its own steps (it takes "
+            f"{', '.join(k for k in takes if k not in CALL_ARGUMENTS)}); leave num_steps unset."
+        )
+    return partial(sampler, num_steps=num_steps), takes
+
+
 def main_impl(cfg: DictConfig) -> dict:
     check_values(cfg, SAMPLE_KEYS)
     module, parts, run_cfg = module_from_checkpoint(
@@ -96,15 +110,7 @@ def main_impl(cfg: DictConfig) -> dict:
         paths=cfg.paths,
         sampler_choice=HydraConfig.get().runtime.choices.get("sampler"),
     )
-    takes = inspect.signature(getattr(parts.sampler, "func", parts.sampler)).parameters
-    if cfg.num_steps is not None and "num_steps" not in takes:
-        raise ConfigError(
-            f"num_steps={cfg.num_steps}: this sampler chooses its own steps (it takes "
-            f"{', '.join(k for k in takes if k not in CALL_ARGUMENTS)}); leave num_steps unset."
-        )
-    sampler = (
-        parts.sampler if cfg.num_steps is None else partial(parts.sampler, num_steps=cfg.num_steps)
-    )
+    sampler, takes = with_num_steps(parts.sampler, cfg.num_steps, "this sampler")
     x_T = None
     if cfg.init_image is not None and "grid" not in takes:
         raise ConfigError("init_image restarts a fixed grid at start_t; use a grid sampler (ddim)")
@@ -180,11 +186,9 @@ def sample_superres(cfg, base, sampler, device, out: Path, labels=None, x_T=None
             sampler_choice=HydraConfig.get().runtime.choices.get("sampler"),
         )
         stages.append(stage.to(device))
-        takes = inspect.signature(getattr(stage_parts.sampler, "func", stage_parts.sampler))
-        if cfg.num_steps is not None and "num_steps" not in takes.parameters:
-            raise ConfigError(f"num_steps={cfg.num_steps}: the sampler of {path} takes no steps")
-        steps = {} if cfg.num_steps is None else {"num_steps": cfg.num_steps}
-        samplers.append(partial(stage_parts.sampler, **steps))
+        samplers.append(
+            with_num_steps(stage_parts.sampler, cfg.num_steps, f"the sampler of {path}")[0]
+        )
     names = [f"ckpt_path={cfg.ckpt_path}", *(f"superres[{k}]={p}" for k, p in enumerate(paths))]
     check_chain(base, stages, names)
 
