@@ -126,7 +126,7 @@ def generate_ema(
                 "low-resolution images: python sample.py ckpt_path=<base> superres=[<it>]"
             )
         cond = validation_condition(module.lowres, datamodule, num_samples, kwargs.get("seed", 0))
-    elif cond is not None and not module.class_conditional:
+    elif cond is not None and module.lowres is None and not module.class_conditional:
         raise ValueError(
             "class labels were given, but this model was trained unconditionally "
             "(conditional=false): leave class_label unset"

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-from diffusion_lab.sampling import generate, require_finite_samples
+from diffusion_lab.sampling import generate_ema, require_finite_samples
 from diffusion_lab.values import ConfigError
 
 AUG_SEED_STRIDE = 7919
@@ -90,17 +90,10 @@ def sample_stage(
         z = lowres.from_previous_stage(x_prev.float().cpu())
         gen = torch.Generator().manual_seed(seed + AUG_SEED_STRIDE * k)
         cond = lowres.sampling_condition(z, gen, level=level)
-    sampler = sampler or module.sampler
-    x, nfe = generate(
-        module.ema,
-        module.process,
-        sampler,
-        num_samples,
-        seed=seed + k,
-        cond=cond,
-        progress=progress,
+    x, nfe = generate_ema(
+        module, num_samples, sampler=sampler, seed=seed + k, cond=cond, progress=progress
     )
-    return require_finite_samples(module.decode(x)).float().cpu(), nfe  # a latent base: decoded
+    return require_finite_samples(x).float().cpu(), nfe  # a latent base comes decoded
 
 
 def sample_cascade(
