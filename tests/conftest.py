@@ -84,6 +84,7 @@ ENTRY_POINTS = {
     "sample.py": "diffusion_lab.cli.sample",
     "evaluate.py": "diffusion_lab.cli.evaluate",
     "train_ae.py": "diffusion_lab.cli.train_ae",
+    "export.py": "diffusion_lab.cli.export",
 }
 
 
