@@ -7,7 +7,10 @@
 Used alike by the CLIs (sample.py, evaluate.py), the callbacks (sample grids, metrics) and scripts;
 the LightningModule itself only trains. Samplers are the pure functions of diffusion_lab/samplers.
 Randomness: one CPU generator seeded with `seed` draws the prior and is then handed to the
-sampler, so a (seed, sampler, num_samples) triple gives the same samples on every device.
+sampler, so a (seed, sampler, num_samples) triple gives the same samples on every device. With
+`indices` each sample draws from its own stream seeded by (seed, index) (diffusion_lab/seeds.py):
+sample i is then the same whatever the batch it is drawn in, which is what batched, resumed and
+multi-device sampling (diffusion_lab/streaming.py, sample.py, evaluate.py) rely on.
 
 Shapes: x_T and the samples are (N, *data_shape); cond (N,) class labels, (N, ...) float images
 (a super-resolution stage's condition, diffusion_lab/cascade/) or None.
@@ -20,6 +23,7 @@ from torch import Tensor, nn
 
 from diffusion_lab.cascade.lowres import validation_condition
 from diffusion_lab.guidance import Guided
+from diffusion_lab.seeds import IndexGenerators
 
 
 class CountCalls(nn.Module):
@@ -70,6 +74,7 @@ def generate(
     guidance_rescale: float = 0.0,
     null_label: int | None = None,
     progress: bool = False,
+    indices=None,
 ) -> tuple[Tensor, int]:
     """Draw `num_samples` samples from the prior (or from `x_T`). Returns (x, nfe).
 
@@ -77,17 +82,26 @@ def generate(
     (diffusion_lab/guidance.py), D_u + w (D_c − D_u), rescaled by `guidance_rescale` φ, with
     `null_label` the unconditional label. nfe counts network calls: a guided call evaluates the
     network once on a doubled batch and counts once. Runs on the denoiser's device (CPU for
-    one without parameters)."""
-    weight = next(denoiser.parameters(), None)  # an exact (parameter-free) denoiser runs on the CPU
+    one without parameters). `indices` (num_samples sample indices): per-index seeds."""
+    params = getattr(denoiser, "parameters", None)  # an exact (parameter-free) denoiser, or an
+    weight = next(params(), None) if params else None  # onnxruntime one, runs on the CPU
     device = weight.device if weight is not None else torch.device("cpu")
-    gen = torch.Generator(device="cpu").manual_seed(seed)
+    if indices is None:
+        gen = torch.Generator(device="cpu").manual_seed(seed)
+    else:
+        gen = IndexGenerators(seed, indices)
+        if len(gen) != num_samples:
+            raise ValueError(f"{len(gen)} indices given for {num_samples} samples")
     if x_T is None:
         if not process.has_prior:
             raise NotImplementedError(
                 "this degradation has no prior to sample from: restore your own image with "
                 "`python sample.py ckpt_path=... init_image=PATH start_t=T`"
             )
-        x_T = process.prior(num_samples, device="cpu", generator=gen)
+        if indices is None:
+            x_T = process.prior(num_samples, device="cpu", generator=gen)
+        else:
+            x_T = gen.prior(process)
     x = x_T.to(device)
     if cond is not None and torch.is_floating_point(torch.as_tensor(cond)):  # an image condition
         if guidance != 1:

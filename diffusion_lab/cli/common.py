@@ -142,10 +142,18 @@ def sample_and_save(
     module, num_samples: int, seed: int, out: Path, sampler=None, x_T=None, **generate_kwargs
 ) -> dict:
     """Generate with the EMA weights (progress bar), save PNG grid + tensor; return timing facts.
-    `generate_kwargs` (cond, guidance, guidance_rescale, datamodule) go to `sampling.generate_ema`."""
+    `generate_kwargs` (cond, guidance, guidance_rescale, datamodule) go to `sampling.generate_ema`.
+    Seeds are per sample index, so `python sample.py ckpt_path=... seed=S` draws the same images."""
     start = time.perf_counter()
     x, nfe = generate_ema(
-        module, num_samples, seed=seed, sampler=sampler, progress=True, x_T=x_T, **generate_kwargs
+        module,
+        num_samples,
+        seed=seed,
+        sampler=sampler,
+        progress=True,
+        x_T=x_T,
+        indices=range(num_samples),
+        **generate_kwargs,
     )
     seconds = time.perf_counter() - start
     require_finite_samples(x)

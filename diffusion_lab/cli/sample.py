@@ -11,6 +11,7 @@ ckpt_path is the base, each CKPT a super-resolution stage; preview.png (the base
 """
 
 import inspect
+import time
 from functools import partial
 from pathlib import Path
 
@@ -18,20 +19,25 @@ import hydra
 import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, ListConfig, OmegaConf
+from tqdm.auto import tqdm
 
 from diffusion_lab.build import CALL_ARGUMENTS, module_from_checkpoint
 from diffusion_lab.cascade.pipeline import check_chain, sample_cascade
 from diffusion_lab.cli import CONFIG_DIR
-from diffusion_lab.cli.common import sample_and_save, terminate_on_sigterm, user_errors
+from diffusion_lab.cli.common import terminate_on_sigterm, user_errors
 from diffusion_lab.guidance import spread_labels
+from diffusion_lab.launch import on_devices
 from diffusion_lab.results import versions, write_json
 from diffusion_lab.samplers.grids import starting_at
+from diffusion_lab.sampling import generate_ema, require_finite_samples
+from diffusion_lab.streaming import SampleStore
 from diffusion_lab.values import ConfigError, check_values
 from diffusion_lab.visualize import save_samples
 
 SAMPLE_KEYS = (
     ("num_steps", "steps_or_null"),
     ("num_samples", "samples"),
+    ("batch_size", "samples"),
     ("seed", "seed"),
     ("start_t", "level"),
     ("guidance", "guidance"),
@@ -120,51 +126,133 @@ def main_impl(cfg: DictConfig) -> dict:
             "with latent=...): its process degrades latents, not images. Sample without init_image."
         )
     if cfg.init_image is not None:
-        x_T = load_image(cfg.init_image, parts.process.data_shape).repeat(cfg.num_samples, 1, 1, 1)
+        x_T = load_image(cfg.init_image, parts.process.data_shape)  # (1, C, H, W)
         sampler = partial(
             sampler, grid=partial(starting_at, grid=sampler.keywords["grid"], t_start=cfg.start_t)
         )
     cond = requested_labels(cfg, module, parts.datamodule, cfg.ckpt_path)
-    device = (
-        cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
-    )
-    if str(device).startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"device={device}, but no CUDA GPU is visible: use device=cpu or auto")
-    module.to(device)
+    if str(cfg.device).startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(
+            f"device={cfg.device}, but no CUDA GPU is visible: use device=cpu or auto"
+        )
     out = Path(cfg.paths.output_dir)
     if cfg.get("superres"):
-        return sample_superres(cfg, module, sampler, device, out, labels=cond, x_T=x_T)
-    try:
-        facts = sample_and_save(
-            module,
-            cfg.num_samples,
-            cfg.seed,
-            out,
-            sampler=sampler,
+        if cfg.format != "pt" or cfg.devices not in (1, "1") or cfg.num_nodes != 1:
+            raise ConfigError(
+                "superres=[...] samples on one device into samples.pt: leave "
+                "format, devices and num_nodes at their defaults"
+            )
+        device = (
+            cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+        )
+        return sample_superres(cfg, module.to(device), sampler, device, out, labels=cond, x_T=x_T)
+    if x_T is None and not module.process.has_prior:
+        raise ConfigError(
+            "this degradation has no prior to sample from: restore your own image with "
+            "`python sample.py ckpt_path=... init_image=PATH start_t=T`"
+        )
+    settings = {
+        "ckpt_path": str(cfg.ckpt_path),
+        "sampler": OmegaConf.to_container(run_cfg.sampler),
+        "num_steps": sampler.keywords.get("num_steps"),
+        "seed": cfg.seed,
+        "init_image": cfg.init_image,
+        "start_t": cfg.start_t if cfg.init_image is not None else None,
+        "class_label": _plain(cfg.class_label),
+        "guidance": None if cond is None else cfg.guidance,
+        "guidance_rescale": None if cond is None else cfg.guidance_rescale,
+    }
+    store = SampleStore(
+        out,
+        cfg.num_samples,
+        cfg.batch_size,
+        cfg.format,
+        settings,
+        parts.datamodule.pixels.data_shape,
+    )
+    store.claim()
+    todo = sum(len(store.block(k)) for k in store.missing_blocks())
+    if todo < cfg.num_samples:
+        print(f"resuming: {cfg.num_samples - todo} of {cfg.num_samples} samples are in {out}")
+    run = on_devices(
+        sample_blocks,
+        module,
+        sampler,
+        store,
+        dict(
+            seed=cfg.seed,
             x_T=x_T,
             cond=cond,
             guidance=cfg.guidance,
             guidance_rescale=cfg.guidance_rescale,
-        )
-    except NotImplementedError as err:
-        raise ConfigError(str(err)) from None
-    facts.update(
-        ckpt_path=str(cfg.ckpt_path),
-        sampler=OmegaConf.to_container(run_cfg.sampler),
-        num_steps=sampler.keywords.get("num_steps"),
-        init_image=cfg.init_image,
-        start_t=cfg.start_t if cfg.init_image is not None else None,
-        class_label=_plain(cfg.class_label),
-        labels=None if cond is None else cond.tolist(),
-        guidance=None if cond is None else cfg.guidance,
-        guidance_rescale=None if cond is None else cfg.guidance_rescale,
-        nfe_counts="network calls (with guidance != 1, each evaluates the conditional and the "
-        "unconditional prediction as one doubled batch)",
-        versions=versions(),
+        ),
+        device=str(cfg.device),
+        devices=cfg.devices,
+        num_nodes=cfg.num_nodes,
+        strategy=cfg.strategy,
     )
+    if run is None:  # a rank > 0 of a re-launched script: rank 0 writes the results
+        return {}
+    path = store.finish(labels=cond)
+    facts = {
+        **settings,
+        "num_samples": cfg.num_samples,
+        "nfe": run["nfe"],
+        "seconds": run["seconds"],
+        "generated": todo,
+        "images_per_s": todo / run["seconds"] if todo and run["seconds"] > 0 else None,
+        "processes": run["world"],
+        "batch_size": cfg.batch_size,
+        "format": cfg.format,
+        "samples": str(path),
+        "grid": str(save_samples(store.first(64), out / "samples.png")),
+        "labels": None if cond is None else cond.tolist()[:1000],
+        "nfe_counts": "network calls per batch (with guidance != 1, each evaluates the conditional "
+        "and the unconditional prediction as one doubled batch)",
+        "seeds": "per sample index (diffusion_lab/seeds.py): the same samples for any batch_size "
+        "and number of devices",
+        "versions": versions(),
+    }
+    if cfg.format == "pt":
+        facts["tensor"] = str(path)
     write_json(out / "results.json", facts)
-    print(f"\nsamples: {facts['grid']}  ({facts['nfe']} NFE, {facts['seconds']:.1f} s)")
+    nfe = "" if run["nfe"] is None else f"{run['nfe']} NFE, "
+    print(f"\nsamples: {path}  grid: {facts['grid']}  ({nfe}{run['seconds']:.1f} s)")
     return facts
+
+
+def sample_blocks(ranks, module, sampler, store: SampleStore, kwargs: dict) -> dict:
+    """This process's share of the blocks still missing from `store`, generated and written;
+    returns {nfe, seconds, world} (the time from the first to the last barrier)."""
+    module.to(ranks.device)
+    missing = store.missing_blocks()
+    ranks.barrier()  # every rank has listed the same missing blocks before any is written
+    start = time.perf_counter()
+    mine = ranks.share(missing)
+    kwargs = dict(kwargs)
+    x_T, cond = kwargs.pop("x_T"), kwargs.pop("cond")
+    nfe = None
+    with tqdm(
+        total=sum(len(store.block(k)) for k in mine),
+        desc=f"sampling{f' (rank 0 of {ranks.world})' if ranks.world > 1 else ''}",
+        unit="img",
+        disable=ranks.rank != 0,
+    ) as bar:
+        for k in mine:
+            idx = store.block(k)
+            x, nfe = generate_ema(
+                module,
+                len(idx),
+                sampler=sampler,
+                indices=idx,
+                x_T=None if x_T is None else x_T.repeat(len(idx), *[1] * (x_T.ndim - 1)),
+                cond=None if cond is None else cond[idx.start : idx.stop],
+                **kwargs,
+            )
+            store.write_block(k, require_finite_samples(x))
+            bar.update(len(idx))
+    ranks.barrier()
+    return {"nfe": nfe, "seconds": time.perf_counter() - start, "world": ranks.world}
 
 
 def sample_superres(cfg, base, sampler, device, out: Path, labels=None, x_T=None) -> dict:

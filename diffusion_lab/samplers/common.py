@@ -13,6 +13,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from diffusion_lab.process import State, expand_t
+from diffusion_lab.seeds import IndexGenerators
 
 
 def steps(process, num_steps: int, grid, x: Tensor, progress: bool, desc: str):
@@ -32,8 +33,11 @@ def state_at(process, t: Tensor, x: Tensor) -> State:
     return process.state(expand_t(t, x.shape[0], x.device))
 
 
-def randn_like(x: Tensor, generator: torch.Generator | None) -> Tensor:
-    """Standard normal noise shaped like x, drawn from `generator` on its own device."""
+def randn_like(x: Tensor, generator: torch.Generator | IndexGenerators | None) -> Tensor:
+    """Standard normal noise shaped like x, drawn from `generator` on its own device; with
+    IndexGenerators (diffusion_lab/seeds.py) each sample's row from its own index stream."""
+    if isinstance(generator, IndexGenerators):
+        return generator.randn(x.shape, dtype=x.dtype).to(x.device)
     device = generator.device if generator is not None else x.device
     return torch.randn(x.shape, generator=generator, device=device, dtype=x.dtype).to(x.device)
 
@@ -58,7 +62,7 @@ class Loop:
     grid: Callable  # grid(process, num_steps) -> (N + 1,) times
     name: str  # progress-bar label
     cond: Tensor | None = None
-    generator: torch.Generator | None = None
+    generator: torch.Generator | IndexGenerators | None = None
     callback: Callable | None = None
     progress: bool = False
 
