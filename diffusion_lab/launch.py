@@ -3,7 +3,7 @@
     result = on_devices(work, *args, device=..., devices=..., num_nodes=..., strategy=...)
 
 calls `work(ranks, *args)` once per process, where `ranks` (a `Ranks`) says which process this is
-and gives its device, `barrier()` and `gather()`. One device on one node runs `work` here with no
+and gives its device, `barrier()` and `gather()` (to rank 0). One device on one node runs `work` here with no
 process group; otherwise Fabric starts the processes the way train.py's Trainer does: `ddp`
 re-runs the script for ranks > 0 (pinned to this job's run directory), `ddp_spawn` spawns them,
 and under torchrun or SLURM the launcher's processes join. Returns rank 0's result on rank 0 and
@@ -19,7 +19,6 @@ from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
-from torch import Tensor
 
 
 @dataclass
@@ -37,18 +36,14 @@ class Ranks:
         if self.fabric is not None:
             self.fabric.barrier()
 
-    def gather(self, x: Tensor, count: int) -> list[Tensor] | None:
-        """Every rank's `x` (its first dimension may differ between ranks; padded up to `count`,
-        the largest, for the collective) on rank 0, in rank order; None on the others."""
+    def gather(self, obj) -> list | None:
+        """Every rank's `obj` (picklable: tensors on the CPU) on rank 0, in rank order; None on
+        the others."""
         if self.fabric is None:
-            return [x]
-        sizes = [None] * self.world
-        dist.all_gather_object(sizes, len(x))
-        padded = torch.zeros((count, *x.shape[1:]), dtype=x.dtype, device=self.device)
-        padded[: len(x)] = x.to(self.device)
-        parts = [torch.empty_like(padded) for _ in range(self.world)]
-        dist.all_gather(parts, padded)
-        return [p[:n].cpu() for p, n in zip(parts, sizes)] if self.rank == 0 else None
+            return [obj]
+        objs = [None] * self.world if self.rank == 0 else None
+        dist.gather_object(obj, objs, dst=0)
+        return objs
 
 
 def on_devices(work, *args, device: str = "auto", devices=1, num_nodes: int = 1, strategy="auto"):

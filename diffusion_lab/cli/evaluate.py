@@ -1,6 +1,7 @@
 """`python evaluate.py ckpt_path=... [metrics=[fid,kid,is,nll,vlb]] [samplers=[heun,euler]] [num_steps=[9,18]]`.
 
-Evaluates a trained model's EMA weights: the objective on the test split (fixed t grid, seeded
+Evaluates a trained model's EMA weights (samples drawn by `devices=N` processes together, the
+same set for any N: sample i is seeded by (seed, i)): the objective on the test split (fixed t grid, seeded
 noise), sample quality (FID/KID/IS) for every sampler × step count, and bits/dim (PF-ODE, and the
 DDPM bound for VP processes), which do not depend on the sampler. Writes results.json and, for
 more than one sampler setting, metric_vs_nfe.png. Samplers are options of the `sampler` group,
@@ -25,9 +26,10 @@ from pytorch_lightning.loggers import Logger, WandbLogger
 from diffusion_lab.build import check_sampler, module_from_checkpoint
 from diffusion_lab.cli import CONFIG_DIR
 from diffusion_lab.cli.common import terminate_on_sigterm, user_errors
+from diffusion_lab.launch import on_devices
 from diffusion_lab.loggers import log_image
 from diffusion_lab.metrics.names import QUALITY, check_metrics
-from diffusion_lab.metrics.report import evaluate, real_floor
+from diffusion_lab.metrics.report import evaluate, generate_many, real_floor
 from diffusion_lab.results import versions, write_json
 from diffusion_lab.values import EVALUATE_KEYS, ConfigError, check_value, check_values
 from diffusion_lab.visualize import plot_metric_vs_nfe
@@ -138,6 +140,20 @@ def main_impl(cfg: DictConfig) -> dict:
     module, parts, run_cfg = module_from_checkpoint(cfg.ckpt_path, paths=cfg.paths)
     quality = [m for m in evaluation["metrics"] if m in QUALITY]
     settings = sampler_settings(cfg, run_cfg, parts.process) if quality else []
+    generated = None
+    if settings and module.process.has_prior:  # first, so that ranks > 0 stop after sampling
+        generated = on_devices(
+            generate_settings,
+            module,
+            settings,
+            evaluation,
+            device={"gpu": "cuda"}.get(cfg.accelerator, cfg.accelerator),
+            devices=cfg.devices,
+            num_nodes=cfg.num_nodes,
+            strategy=cfg.strategy,
+        )
+        if generated is None:  # a rank > 0 of a re-launched script: rank 0 scores
+            return {}
     loggers = make_loggers(cfg, run_cfg)
     pl.seed_everything(cfg.seed)
     trainer = pl.Trainer(
@@ -153,7 +169,7 @@ def main_impl(cfg: DictConfig) -> dict:
     out = Path(cfg.paths.output_dir)
 
     rows = []
-    for label, num_steps, sampler in settings:
+    for k, (label, num_steps, sampler) in enumerate(settings):
         start = time.perf_counter()
         scores = evaluate(
             module,
@@ -162,7 +178,10 @@ def main_impl(cfg: DictConfig) -> dict:
             cfg.paths.cache_dir,
             sampler=sampler,
             floor=False,
+            samples=generated[k] if generated else None,
         )
+        if generated:
+            start -= generated[k][2]
         seconds = time.perf_counter() - start  # sampling and scoring
         nfe = scores.pop("nfe")
         rows.append(
@@ -194,6 +213,28 @@ def main_impl(cfg: DictConfig) -> dict:
         log_results(loggers, results)
     print(f"\nresults: {out / 'results.json'}")
     return results
+
+
+def generate_settings(ranks, module, settings, evaluation: dict) -> list | None:
+    """Every sampler setting's samples, (x, nfe, seconds) each, drawn by all processes together
+    (sample i seeded by (evaluation.seed, i), so the set does not depend on their number);
+    returned on rank 0, None on the others."""
+    module.to(ranks.device)
+    out = []
+    for _, _, sampler in settings:
+        ranks.barrier()
+        start = time.perf_counter()
+        x, nfe = generate_many(
+            module,
+            evaluation["num_samples"],
+            int(evaluation["seed"]),
+            evaluation["batch_size"],
+            sampler,
+            progress=ranks.rank == 0,
+            ranks=ranks,
+        )
+        out.append((x, nfe, time.perf_counter() - start))
+    return out if ranks.rank == 0 else None
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="evaluate")

@@ -7,7 +7,8 @@
     num_samples   generated images scored against the training split (EMA weights, fixed seeds)
     nll.*         test images, solver and tolerances of the PF-ODE likelihood
 
-Samples are drawn in batches with seed `seed + batch index`, so a count and a seed fix them exactly.
+Sample i is seeded by (seed, i) (diffusion_lab/seeds.py), so a count and a seed fix the samples
+exactly, for any batch size and any number of processes (evaluate.py devices=N).
 Metrics that do not apply to the process (nll without full-rank noise, vlb off VP) are skipped
 with the reason in `skipped`, never silently.
 """
@@ -32,16 +33,27 @@ from diffusion_lab.sampling import generate_ema, require_finite_samples
 
 @torch.no_grad()
 def generate_many(
-    module, num_samples: int, seed: int, batch_size: int, sampler=None, progress=True
-) -> tuple[Tensor, int]:
-    """num_samples EMA samples on the CPU, batch b seeded `seed + b`. Returns (x, NFE per sample)."""
+    module, num_samples: int, seed: int, batch_size: int, sampler=None, progress=True, ranks=None
+) -> tuple[Tensor | None, int]:
+    """num_samples EMA samples on the CPU, sample i seeded by (seed, i), in batches of
+    batch_size. Returns (x, NFE per sample). With `ranks` (diffusion_lab/launch.py) each process
+    draws every world-th batch and rank 0 gets them all back in order (the others get None)."""
+    starts = list(range(0, num_samples, batch_size))
+    mine = ranks.share(starts) if ranks is not None else starts
     out, nfe = [], 0
-    batches = range(math.ceil(num_samples / batch_size))
-    for b in tqdm(batches, desc="generating", disable=not progress, leave=False):
-        n = min(batch_size, num_samples - b * batch_size)
-        x, nfe = generate_ema(module, n, seed=seed + b, sampler=sampler)
+    for start in tqdm(mine, desc="generating", disable=not progress, leave=False):
+        idx = range(start, min(start + batch_size, num_samples))
+        x, nfe = generate_ema(module, len(idx), seed=seed, sampler=sampler, indices=idx)
         out.append(x.float().cpu())
-    return torch.cat(out), nfe
+    if ranks is None or ranks.world == 1:
+        return torch.cat(out), nfe
+    parts = ranks.gather(out)  # rank r's batches are starts[r::world], in that order
+    if parts is None:
+        return None, nfe
+    batches = [None] * len(starts)
+    for r, batches_of_r in enumerate(parts):
+        batches[r :: ranks.world] = batches_of_r
+    return torch.cat(batches), nfe
 
 
 def _held_out_images(datamodule, n: int, split: str = "test") -> tuple[Tensor, Tensor]:
@@ -153,9 +165,17 @@ def _skip_reason(process, metric: str, latent: bool = False) -> str | None:
 
 
 def evaluate(
-    module, datamodule, cfg: Mapping, cache_dir, sampler=None, floor=False, progress=True
+    module,
+    datamodule,
+    cfg: Mapping,
+    cache_dir,
+    sampler=None,
+    floor=False,
+    progress=True,
+    samples=None,
 ) -> dict:
-    """Every metric in cfg['metrics'] for `module` (EMA weights); `floor` adds real-vs-real."""
+    """Every metric in cfg['metrics'] for `module` (EMA weights); `floor` adds real-vs-real.
+    `samples`: (x, nfe, seconds) generated beforehand (evaluate.py over several processes)."""
     metrics = check_metrics(cfg["metrics"])
     datamodule = datamodule.pixels  # a latent model's samples are decoded: score them as images
     out: dict = {"skipped": {}}
@@ -165,13 +185,14 @@ def evaluate(
                 f"{m} scores generated samples; this degradation has no prior (restoration only)"
             )
     elif any(m in QUALITY for m in metrics):
-        start = time.perf_counter()
-        samples, nfe = generate_many(
-            module, cfg["num_samples"], int(cfg["seed"]), cfg["batch_size"], sampler, progress
-        )
+        if samples is None:
+            start = time.perf_counter()
+            x, nfe = generate_many(
+                module, cfg["num_samples"], int(cfg["seed"]), cfg["batch_size"], sampler, progress
+            )
+            samples = (x, nfe, time.perf_counter() - start)
+        samples, out["nfe"], out["sampling_seconds"] = samples
         require_finite_samples(samples)
-        out["sampling_seconds"] = time.perf_counter() - start
-        out["nfe"] = nfe
         start = time.perf_counter()
         out.update(quality(samples, datamodule, cfg, cache_dir))
         out["quality_seconds"] = time.perf_counter() - start
