@@ -15,6 +15,7 @@ seeds (diffusion_lab/seeds.py) the set of samples is the same for any number of 
 
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass
 
 import torch
@@ -64,8 +65,16 @@ def on_devices(work, *args, device: str = "auto", devices=1, num_nodes: int = 1,
             accelerator=accelerator, devices=devices, num_nodes=num_nodes, strategy=strategy
         )
         result = fabric.launch(_on_rank, work, *args)
-        return result if fabric.global_rank == 0 else None
+        if fabric.global_rank != 0:
+            return None
+        return torch.load(io.BytesIO(result), weights_only=True)
 
 
-def _on_rank(fabric, work, *args):
-    return work(Ranks(fabric.global_rank, fabric.world_size, fabric.device, fabric), *args)
+def _on_rank(fabric, work, *args) -> bytes:
+    """Run `work` on this rank; its result serialised, because `ddp_spawn` hands rank 0's result
+    to the parent through a queue, where tensors would travel as shared-memory handles that die
+    with the child (tensors, lists, tuples, dicts and numbers: what torch.load(weights_only) takes)."""
+    result = work(Ranks(fabric.global_rank, fabric.world_size, fabric.device, fabric), *args)
+    buffer = io.BytesIO()
+    torch.save(result, buffer)
+    return buffer.getvalue()
