@@ -20,7 +20,6 @@ from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
-from einops import rearrange
 from torch import Tensor, nn
 
 from diffusion_lab.backbones.cross_attention import CrossAttention
@@ -51,13 +50,17 @@ class SelfAttention(nn.Module):
         self.proj = nn.Conv2d(channels, channels, 1)
 
     def forward(self, x: Tensor) -> Tensor:
-        height = x.shape[2]
-        q, k, v = rearrange(
-            self.qkv(self.norm(x)), "b (three n d) h w -> three b n (h w) d", three=3, n=self.heads
-        )
-        h = F.scaled_dot_product_attention(q, k, v)
-        h = rearrange(h, "b n (h w) d -> b (n d) h w", h=height)
-        return (x + self.proj(h)) / math.sqrt(2)
+        # The 1×1 convolutions run as matrix products over the (B, H·W, C) tokens (same weights,
+        # same state_dict), so q, k, v have a contiguous head dimension and SDPA can use its fused
+        # kernel on the CPU instead of the unfused math path; equal to conv + rearrange up to
+        # rounding.
+        batch, channels, height, width = x.shape
+        tokens = self.norm(x).flatten(2).transpose(1, 2)
+        qkv = F.linear(tokens, self.qkv.weight.flatten(1), self.qkv.bias)
+        q, k, v = qkv.unflatten(2, (3, self.heads, -1)).permute(2, 0, 3, 1, 4)  # 3 × (B, n, HW, d)
+        h = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).flatten(2)  # (B, HW, C)
+        h = F.linear(h, self.proj.weight.flatten(1), self.proj.bias)
+        return (x + h.transpose(1, 2).reshape(batch, channels, height, width)) / math.sqrt(2)
 
 
 class ResBlock(nn.Module):

@@ -11,6 +11,7 @@ ckpt_path is the base, each CKPT a super-resolution stage; preview.png (the base
 """
 
 import inspect
+import sys
 import time
 from functools import partial
 from pathlib import Path
@@ -237,6 +238,7 @@ def sample_blocks(ranks, module, sampler, store: SampleStore, kwargs: dict) -> d
         desc=f"sampling{f' (rank 0 of {ranks.world})' if ranks.world > 1 else ''}",
         unit="img",
         disable=ranks.rank != 0,
+        file=sys.stdout,  # as Lightning's bars: stderr holds only an error line
     ) as bar:
         for k in mine:
             idx = store.block(k)

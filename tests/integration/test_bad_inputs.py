@@ -261,7 +261,7 @@ def test_sigterm_during_the_test_pass_ends_the_run(tmp_path, monkeypatch):
 
 
 def test_sigterm_while_sampling_ends_sample_py(files, tmp_path, monkeypatch):
-    monkeypatch.setattr("diffusion_lab.cli.common.generate_ema", _terminate_self)
+    monkeypatch.setattr("diffusion_lab.cli.sample.generate_ema", _terminate_self)
     run = tmp_path / "run"
     status, _, err = run_main(
         "sample.py", f"ckpt_path={files['good']}", f"hydra.run.dir={run}", root=tmp_path
