@@ -26,7 +26,8 @@ alternating ours/theirs (so drift hits both); images/s = batch / median seconds 
 batch / fastest run (less sensitive to other jobs on shared cores; the 1-minute load average
 before and after is printed so a contended measurement shows). Prints a table row and the ratio
 ours/diffusers (> 1: ours is faster); `--json` writes the numbers.
-`--profile N` then prints torch.profiler's N most expensive operators of one run of each side.
+`--channels-last` puts both networks' weights in channels_last memory format (the project's
+`channels_last=true` switch, applied to diffusers' network too). `--profile N` then prints torch.profiler's N most expensive operators of one run of each side.
 """
 
 from __future__ import annotations
@@ -136,6 +137,11 @@ def main(argv=None) -> int:
     parser.add_argument("--ckpt", default=None, help="our weights from a training checkpoint")
     parser.add_argument("--json", type=Path, default=None, help="write the results here")
     parser.add_argument("--profile", type=int, default=0, help="print the top N profiled ops")
+    parser.add_argument(
+        "--channels-last",
+        action="store_true",
+        help="both networks' weights and inputs in channels_last (the project's channels_last=true)",
+    )
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -144,6 +150,9 @@ def main(argv=None) -> int:
     denoiser, process, sampler, shape, backbone_cfg = ours(args.dataset, args.nfe, args.ckpt)
     channels, size = shape[0], shape[-1]
     unet = diffusers_unet(channels, size, backbone_cfg)
+    if args.channels_last:  # what build_module does for channels_last=true, on both sides
+        denoiser.backbone.to(memory_format=torch.channels_last)
+        unet.to(memory_format=torch.channels_last)
     pipe = theirs(unet)
     params_ours, params_theirs = count(denoiser.backbone), count(unet)
     nfe_theirs = [0]
@@ -211,6 +220,7 @@ def main(argv=None) -> int:
         "repeats": args.repeats,
         "threads": threads,
         "dtype": "float32",
+        "channels_last": args.channels_last,
         "torch": torch.__version__,
         "diffusers": diffusers.__version__,
         "python": platform.python_version(),
@@ -223,7 +233,8 @@ def main(argv=None) -> int:
     }
     print(
         f"torch {torch.__version__}, diffusers {diffusers.__version__}, threads {threads}, "
-        f"float32, {args.repeats} repeats (median) after one warm-up"
+        f"float32{', channels_last' if args.channels_last else ''}, {args.repeats} repeats "
+        "(median) after one warm-up"
     )
     print(
         f"params ours {params_ours:,}, theirs {params_theirs:,} "
