@@ -24,23 +24,25 @@ import torch.distributed as dist
 
 @dataclass
 class Ranks:
+    """Which process this is (of `world`, in an initialised torch.distributed group when world > 1:
+    Fabric's here, or a Lightning Trainer's in the evaluation callback) and its device."""
+
     rank: int
     world: int
     device: torch.device
-    fabric: object | None = None
 
     def share(self, items: list) -> list:
         """This rank's items: every world-th, starting at its rank."""
         return items[self.rank :: self.world]
 
     def barrier(self) -> None:
-        if self.fabric is not None:
-            self.fabric.barrier()
+        if self.world > 1:
+            dist.barrier()
 
     def gather(self, obj) -> list | None:
         """Every rank's `obj` (picklable: tensors on the CPU) on rank 0, in rank order; None on
         the others."""
-        if self.fabric is None:
+        if self.world == 1:
             return [obj]
         objs = [None] * self.world if self.rank == 0 else None
         dist.gather_object(obj, objs, dst=0)
@@ -74,7 +76,7 @@ def _on_rank(fabric, work, *args) -> bytes:
     """Run `work` on this rank; its result serialised, because `ddp_spawn` hands rank 0's result
     to the parent through a queue, where tensors would travel as shared-memory handles that die
     with the child (tensors, lists, tuples, dicts and numbers: what torch.load(weights_only) takes)."""
-    result = work(Ranks(fabric.global_rank, fabric.world_size, fabric.device, fabric), *args)
+    result = work(Ranks(fabric.global_rank, fabric.world_size, fabric.device), *args)
     buffer = io.BytesIO()
     torch.save(result, buffer)
     return buffer.getvalue()

@@ -4,25 +4,23 @@ Bits/dim are computed on the first nll.num_images validation images (train.py's 
 uses the test split).
 
 Runs at the end of validation every `every_n_steps` training steps (null: never; train.py still
-reports them at the end). Under DDP each rank generates its share with seed `seed + 7919·rank`;
-rank 0 scores the gathered samples and broadcasts the numbers so every rank logs the same values,
+reports them at the end). Under DDP the ranks share the sample batches (sample i is seeded by
+(seed, i), so the set is the one a single process draws); rank 0 scores the gathered samples and broadcasts the numbers so every rank logs the same values,
 which lets `callbacks.model_checkpoint.monitor=val/fid_digits_2k` select the best checkpoint.
 Between evaluations the latest values are logged again so the monitored key always exists.
 """
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from diffusion_lab.launch import Ranks
 from diffusion_lab.metrics.names import QUALITY, check_metrics, is_quality_key
 from diffusion_lab.metrics.report import generate_many, likelihood, quality
-
-RANK_SEED_STRIDE = 7919
 
 
 class EvaluationMetrics(pl.Callback):
@@ -38,19 +36,17 @@ class EvaluationMetrics(pl.Callback):
         self.every_n_steps, self.cache_dir = every_n_steps, Path(cache_dir)
         self.latest: dict[str, float] = {}
 
-    def _samples(self, trainer, pl_module) -> torch.Tensor:
-        world, rank = trainer.world_size, trainer.global_rank
-        share = math.ceil(self.cfg["num_samples"] / world)
+    def _samples(self, trainer, pl_module) -> torch.Tensor | None:
+        """The evaluation samples on rank 0 (None on the others), drawn by all ranks together."""
         x, _ = generate_many(
             pl_module,
-            share,
-            int(self.cfg["seed"]) + RANK_SEED_STRIDE * rank,
+            self.cfg["num_samples"],
+            int(self.cfg["seed"]),
             self.cfg["batch_size"],
             progress=False,
+            ranks=Ranks(trainer.global_rank, trainer.world_size, pl_module.device),
         )
-        if world > 1:
-            x = pl_module.all_gather(x.to(pl_module.device)).flatten(0, 1).cpu()
-        return x[: self.cfg["num_samples"]]
+        return x
 
     def _compute(self, trainer, pl_module) -> dict[str, float]:
         values: dict[str, float] = {}

@@ -15,6 +15,7 @@ import torch
 
 from diffusion_lab.degradations import VariancePreserving
 from diffusion_lab.launch import Ranks
+from diffusion_lab.metrics.report import generate_many
 from diffusion_lab.process import ForwardProcess
 from diffusion_lab.samplers import ancestral, grids
 from diffusion_lab.sampling import generate
@@ -119,3 +120,41 @@ def test_ranks_share_every_block_once():
     shares = [Ranks(r, 3, torch.device("cpu")).share(blocks) for r in range(3)]
     assert shares == [[0, 3, 6], [1, 4], [2, 5]]
     assert Ranks(0, 1, torch.device("cpu")).gather("x") == ["x"]
+
+
+def _generate_on_rank(rank, world, init_file, out_dir):
+    """One process of a 2-process gloo group: its share of generate_many, gathered on rank 0."""
+    torch.distributed.init_process_group(
+        "gloo", init_method=f"file://{init_file}", rank=rank, world_size=world
+    )
+    try:
+        x, nfe = generate_many(
+            _TinyModule(), 11, 3, 2, progress=False, ranks=Ranks(rank, world, torch.device("cpu"))
+        )
+        if rank == 0:
+            torch.save((x, nfe), f"{out_dir}/gathered.pt")
+        else:
+            assert x is None
+    finally:
+        torch.distributed.destroy_process_group()
+
+
+class _TinyModule(torch.nn.Module):
+    """What generate_ema needs of a DiffusionModule: an exact denoiser as `ema`, the process and
+    a stochastic sampler, no codec."""
+
+    def __init__(self):
+        super().__init__()
+        self.ema, self.process, self.sampler = two_modes((3,)), PROCESS, SAMPLER
+        self.lowres, self.class_conditional, self.num_classes = None, False, None
+
+    def decode(self, x):
+        return x
+
+
+def test_generate_many_over_two_processes_returns_the_single_process_set(tmp_path):
+    single, nfe = generate_many(_TinyModule(), 11, 3, 2, progress=False)
+    torch.multiprocessing.spawn(_generate_on_rank, args=(2, tmp_path / "init", tmp_path), nprocs=2)
+    gathered, nfe2 = torch.load(tmp_path / "gathered.pt", weights_only=True)
+    torch.testing.assert_close(gathered, single)  # batches [0,1],[4,5],.. from rank 0, in order
+    assert nfe == nfe2 == 20 and single.shape == (11, 3)
