@@ -7,7 +7,7 @@
     CalibrationData(images, process, ...)        real x_t ~ q(x_t | x0) (the run's own process,
                                                 process.sample) at t ~ U(0, 1), x0 training images
 
-Only the backbone's Conv, MatMul and Gemm nodes are quantised. The schedule, the preconditioning
+Only the backbone's Conv, MatMul and Gemm nodes with weights are quantised. The schedule, the preconditioning
 (c_skip, c_out up to 1/α) and the basis U (a MatMul for DCT/PCA) stay float32, as the diffusion
 arithmetic does under autocast in training (DESIGN §3).
 """
@@ -25,21 +25,38 @@ MODES = ("dynamic", "static")
 QUANTIZED_OPS = ("Conv", "MatMul", "Gemm")
 
 
-def _in_backbone(node) -> bool:
-    """Dynamo graphs record each node's module path (class_hierarchy metadata); TorchScript
-    graphs name nodes by it (/denoiser/backbone/...)."""
-    meta = {p.key: p.value for p in node.metadata_props}
-    return "diffusion_lab.backbones." in meta.get(
-        "pkg.torch.onnx.class_hierarchy", ""
-    ) or node.name.startswith("/denoiser/backbone/")
-
-
 def backbone_nodes(model_path: str | Path) -> list[str]:
-    """Names of the backbone's Conv/MatMul/Gemm nodes in the ONNX model at `model_path`."""
+    """Names of the Conv/MatMul/Gemm nodes of the ONNX model at `model_path` whose weight is a
+    backbone parameter: an initializer named `denoiser.backbone.*` (both exporters keep the
+    module paths in initializer names), directly or through a Transpose/Reshape. Attention's
+    activation × activation MatMuls (q kᵀ, softmax · v) have no weight and stay float32."""
     import onnx
 
     graph = onnx.load(str(model_path), load_external_data=False).graph
-    return [n.name for n in graph.node if n.op_type in QUANTIZED_OPS and _in_backbone(n)]
+    weights = {i.name for i in graph.initializer}
+    made_by = {out: node for node in graph.node for out in node.output}
+
+    def weight_of(name: str) -> str | None:
+        node = made_by.get(name)
+        if name not in weights and node is not None and node.op_type in ("Transpose", "Reshape"):
+            name = node.input[0]
+        return name if name in weights else None
+
+    return [
+        node.name
+        for node in graph.node
+        if node.op_type in QUANTIZED_OPS
+        and len(node.input) > 1
+        and (weight_of(node.input[1]) or "").startswith("denoiser.backbone.")
+    ]
+
+
+def int8_weights(model_path: str | Path) -> int:
+    """The number of INT8 weight tensors (initializers) in the model at `model_path`."""
+    import onnx
+
+    graph = onnx.load(str(model_path), load_external_data=False).graph
+    return sum(i.data_type == onnx.TensorProto.INT8 for i in graph.initializer)
 
 
 class CalibrationData:
@@ -113,7 +130,7 @@ def quantize(model_path: str | Path, out_path: str | Path, mode: str, reader=Non
     settings = {
         "mode": mode,
         "quantized_ops": list(QUANTIZED_OPS),
-        "quantized_nodes": len(nodes),
+        "selected_nodes": len(nodes),
         "weight_type": "int8",
     }
     with tempfile.TemporaryDirectory() as tmp:
@@ -131,7 +148,11 @@ def quantize(model_path: str | Path, out_path: str | Path, mode: str, reader=Non
                 nodes_to_quantize=nodes,
                 per_channel=False,
             )
-            return settings | {"activations": "uint8, range of each call (dynamic)"}
+            return settings | {
+                "activations": "uint8, range of each call (dynamic)",
+                "int8_weights": int8_weights(out_path),
+                "note": "ORT's dynamic quantiser has no integer Gemm: Linear layers stay float32",
+            }
         if reader is None:
             raise ValueError("static quantisation needs calibration data (a reader of x_t)")
 
@@ -155,6 +176,7 @@ def quantize(model_path: str | Path, out_path: str | Path, mode: str, reader=Non
             calibrate_method=CalibrationMethod.MinMax,
         )
     return settings | {
+        "int8_weights": int8_weights(out_path),
         "activations": "int8, per-tensor min/max over the calibration batches (QDQ)",
         "weights": "int8 per output channel",
         "calibration_batches": len(reader),
