@@ -113,21 +113,6 @@ def test_onnxruntime_matches_pytorch_within_float32_rounding(export_of, case):
     assert check["float32_rounding"] < 1e-4 * max(1.0, check["max_abs_output"])
 
 
-def test_class_labels_are_an_input_of_the_graph(cache, tmp_path):
-    module = tiny_module(cache, [*CASES["unet"], "conditional=true", "backbone.num_classes=10"])
-    model, facts = exported(module, tmp_path / "m.onnx", num_classes=10)
-    assert facts["inputs"]["cond"]["dtype"] == "int64"
-    onnx = OnnxDenoiser(tmp_path / "m.onnx", threads=1)
-    inputs = example_inputs(module.process.data_shape, 6, num_classes=10, seed=2)
-    check = parity(model, onnx_call(onnx, module.process), inputs)
-    assert check["max_abs_diff"] <= check["tolerance"], check
-    x, t, y = inputs
-    other = onnx(x, module.process.state(t), (y + 1) % 10)
-    assert (other - onnx(x, module.process.state(t), y)).abs().max() > 1e-4  # labels matter
-    with pytest.raises(ValueError, match="class-conditional"):
-        onnx(x, module.process.state(t))
-
-
 def test_log_sigmoid_keeps_relative_precision(tmp_path):
     """ONNX has no LogSigmoid; the exporter's Log(Sigmoid(x)) loses σ(x)'s relative precision
     for x ≪ 0 (GUD's α = exp(½ log σ(λ)), which divides x̂0). The translation keeps exp(log σ(x))
