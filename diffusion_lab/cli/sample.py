@@ -1,7 +1,10 @@
 """`python sample.py ckpt_path=... [sampler=heun] [num_steps=..] [num_samples=..] [seed=..]`.
 
 Rebuilds process, denoiser and sampler from the config stored in the checkpoint, samples with the
-EMA weights and writes samples.png (grid) and samples.pt (tensor) into the run directory.
+EMA weights and writes samples.png (a grid of the first 64) and the samples into the run directory:
+samples.pt, a PNG folder or samples.npz (`format=`), block by block (`batch_size=`), resumable by
+rerunning with the same hydra.run.dir, over `devices=N` processes (diffusion_lab/streaming.py,
+launch.py). Sample i is seeded by (seed, i), so none of these choices changes the samples.
 Class-conditional checkpoints take `class_label=3|[1,7]|all` with classifier-free guidance
 `guidance=w` (and `guidance_rescale=φ`), see diffusion_lab/guidance.py.
 With `init_image=PATH start_t=T` it restores the user's own degraded image instead: the image is
