@@ -41,7 +41,7 @@ from diffusion_lab.deploy.onnx_export import (  # noqa: E402
     export_onnx,
     parity,
 )
-from diffusion_lab.deploy.quantize import calibration_data, quantize  # noqa: E402
+from diffusion_lab.deploy.quantize import MODES, calibration_data, quantize  # noqa: E402
 from diffusion_lab.deploy.runtime import OnnxDenoiser  # noqa: E402
 from diffusion_lab.metrics.report import quality, real_floor  # noqa: E402
 from diffusion_lab.sampling import generate, require_finite_samples  # noqa: E402
@@ -89,6 +89,12 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--calibration-batches", type=int, default=16)
     p.add_argument("--calibration-batch-size", type=int, default=32)
+    p.add_argument(
+        "--where",
+        action="store_true",
+        help="only where INT8 differs: x̂0 error by t and difference grids, from the models "
+        "a full run left in --out",
+    )
     args = p.parse_args()
     torch.set_grad_enabled(False)
     torch.set_num_threads(args.threads)
@@ -106,6 +112,8 @@ def main() -> None:
     module.eval()
     datamodule, cache = parts.datamodule, paths.cache_dir
 
+    if args.where:
+        return where_int8_differs(module, datamodule, out, figures, args.threads, seed)
     model = DenoiserAtTime(module.ema, module.process).eval()
     shape = module.process.data_shape
     fp32 = out / "model.onnx"
@@ -174,6 +182,51 @@ def main() -> None:
     }
     (out / "bench_deploy.json").write_text(json.dumps(result, indent=2))
     print(table(result))
+
+
+LEVELS = (0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 0.9, 1.0)
+
+
+def where_int8_differs(module, datamodule, out: Path, figures: Path, threads: int, seed: int):
+    """x̂0 of each INT8 model vs float32 at fixed t on real x_t (256 validation images, seeded
+    noise), beside the float32 model's own error; and |Δ| grids of the first 64 samples."""
+    datamodule.setup("validate")
+    x0 = torch.stack([datamodule.val_set[i][0] for i in range(min(256, len(datamodule.val_set)))])
+    gen = torch.Generator().manual_seed(seed)
+    noise = torch.randn(x0.shape, generator=gen)
+    arms = {m: OnnxDenoiser(out / f"model.int8_{m}.onnx", threads=threads) for m in MODES}
+    rows = []
+    for level in LEVELS:
+        t = torch.full((len(x0),), level)
+        x_t = module.process.sample(x0, t, noise)[0]
+        state = module.process.state(t)
+        y32 = module.ema(x_t, state)
+        row = {"t": level, "rms_fp32_vs_x0": float((y32 - x0).pow(2).mean().sqrt())}
+        for mode, denoiser in arms.items():
+            row[f"rms_int8_{mode}_vs_fp32"] = float(
+                (denoiser(x_t, state) - y32).pow(2).mean().sqrt()
+            )
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    reference, _, _ = sample_all(module.ema, module, 64, 64, seed)
+    grids = {}
+    for mode, denoiser in arms.items():
+        x, _, _ = sample_all(denoiser, module, 64, 64, seed)
+        delta = (x - reference).abs()
+        grids[mode] = {
+            "max_abs": float(delta.max()),
+            "mean_abs": float(delta.mean()),
+            "pixels_off_by_0.1": float((delta > 0.1).float().mean()),
+        }
+        # |Δ| × 4 on a black background: white = a difference of 0.5 or more (of [−1, 1])
+        save_samples((4 * delta).clamp(0, 2) - 1, figures / f"diff_int8_{mode}.png")
+        print(mode, json.dumps(grids[mode]), flush=True)
+    (out / "where_int8.json").write_text(json.dumps({"by_t": rows, "grids": grids}, indent=2))
+    print("| t | " + " | ".join(k for k in rows[0] if k != "t") + " |")
+    for row in rows:
+        print(
+            f"| {row['t']} | " + " | ".join(f"{v:.4f}" for k, v in row.items() if k != "t") + " |"
+        )
 
 
 def _cpu() -> str:

@@ -51,8 +51,8 @@ def backbone_nodes(model_path: str | Path) -> list[str]:
     ]
 
 
-def int8_weights(model_path: str | Path) -> int:
-    """The number of INT8 weight tensors (initializers) in the model at `model_path`."""
+def int8_tensors(model_path: str | Path) -> int:
+    """The number of INT8 initializers (weights, and their zero points) in the model at `model_path`."""
     import onnx
 
     graph = onnx.load(str(model_path), load_external_data=False).graph
@@ -150,7 +150,7 @@ def quantize(model_path: str | Path, out_path: str | Path, mode: str, reader=Non
             )
             return settings | {
                 "activations": "uint8, range of each call (dynamic)",
-                "int8_weights": int8_weights(out_path),
+                "int8_tensors": int8_tensors(out_path),
                 "note": "ORT's dynamic quantiser has no integer Gemm: Linear layers stay float32",
             }
         if reader is None:
@@ -176,7 +176,7 @@ def quantize(model_path: str | Path, out_path: str | Path, mode: str, reader=Non
             calibrate_method=CalibrationMethod.MinMax,
         )
     return settings | {
-        "int8_weights": int8_weights(out_path),
+        "int8_tensors": int8_tensors(out_path),
         "activations": "int8, per-tensor min/max over the calibration batches (QDQ)",
         "weights": "int8 per output channel",
         "calibration_batches": len(reader),

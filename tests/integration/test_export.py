@@ -59,7 +59,7 @@ def test_export_writes_the_graph_its_int8_version_and_the_facts(ckpt, tmp_path, 
     parity = facts["parity"]
     assert parity["max_abs_diff"] <= parity["tolerance"] == 4 * parity["float32_rounding"]
     q = facts["quantized"]
-    assert q["mode"] == mode and q["int8_weights"] > 0
+    assert q["mode"] == mode and q["int8_tensors"] > 0
     assert (run / "model.int8.onnx").stat().st_size == q["size_bytes"] < facts["size_bytes"]
     assert "parity vs PyTorch" in out and "model.int8.onnx" in out
     assert facts["versions"]["onnxruntime"] and facts["versions"]["torch"]

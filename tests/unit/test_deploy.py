@@ -224,7 +224,7 @@ def test_int8_models_run_smaller_and_keep_the_float_arithmetic(export_of, tmp_pa
     # integer Gemm, so it leaves the Linear layers float32)
     convs = [n for n in graph.node if n.name in set(selected) and n.op_type == "Conv"]
     int8 = [i for i in onnx.load(str(tmp_path / "q.onnx")).graph.initializer if i.data_type == 3]
-    assert convs and settings["int8_weights"] == len(int8) >= len(convs)
+    assert convs and settings["int8_tensors"] == len(int8) >= len(convs)
     conv_weights = {i.name: int(np.prod(i.dims)) for i in graph.initializer}
     assert sum(np.prod(i.dims) for i in int8) >= sum(conv_weights[n.input[1]] for n in convs)
     ops = {n.op_type for n in onnx.load(str(tmp_path / "q.onnx")).graph.node}
