@@ -7,9 +7,9 @@
     CalibrationData(images, process, ...)        real x_t ~ q(x_t | x0) (the run's own process,
                                                 process.sample) at t ~ U(0, 1), x0 training images
 
-Only the backbone's Conv, MatMul and Gemm nodes with weights are quantised. The schedule, the preconditioning
-(c_skip, c_out up to 1/α) and the basis U (a MatMul for DCT/PCA) stay float32, as the diffusion
-arithmetic does under autocast in training (DESIGN §3).
+Only the backbone's Conv, MatMul and Gemm nodes with weights are quantised. The schedule, the
+preconditioning (c_skip, c_out up to 1/α) and the basis U (a MatMul for DCT/PCA) stay float32, as
+the diffusion arithmetic does under autocast in training (DESIGN §3). Measured: docs/deploy.md.
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ def backbone_nodes(model_path: str | Path) -> list[str]:
 
 
 def int8_tensors(model_path: str | Path) -> int:
-    """The number of INT8 initializers (weights, and their zero points) in the model at `model_path`."""
+    """The number of INT8 initializers (weights and their zero points) in `model_path`."""
     import onnx
 
     graph = onnx.load(str(model_path), load_external_data=False).graph
