@@ -127,10 +127,12 @@ def generate_ema(
     sampler=None,
     cond: Tensor | None = None,
     datamodule=None,
+    denoiser=None,
     **kwargs,
 ):
     """`generate` with a DiffusionModule's EMA denoiser and process, and its own sampler unless
-    `sampler` is given. Refuses class labels for a model trained without them. A process without
+    `sampler` is given; `denoiser` replaces the EMA weights (an exported graph of them run by
+    ONNX Runtime, diffusion_lab/deploy/runtime.py). Refuses class labels for a model trained without them. A process without
     a prior (snow) restores `datamodule`'s validation images degraded to t = 1 when no x_T is
     given. A latent model's samples are decoded into images. Returns (x, nfe)."""
     if cond is None and module.lowres is not None:  # a super-resolution stage, outside a cascade
@@ -149,7 +151,7 @@ def generate_ema(
         seed = kwargs.get("seed", 0)
         kwargs["x_T"] = degraded_validation_images(datamodule, module.process, num_samples, seed)
     x, nfe = generate(
-        module.ema,
+        module.ema if denoiser is None else denoiser,
         module.process,
         sampler or module.sampler,
         num_samples,

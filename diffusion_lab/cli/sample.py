@@ -9,6 +9,8 @@ Class-conditional checkpoints take `class_label=3|[1,7]|all` with classifier-fre
 `guidance=w` (and `guidance_rescale=φ`), see diffusion_lab/guidance.py.
 With `init_image=PATH start_t=T` it restores the user's own degraded image instead: the image is
 taken as x_T at level T and the reverse process runs from there (Cold Diffusion's use case).
+With `onnx=PATH` (export.py's model.onnx or model.int8.onnx) ONNX Runtime evaluates the denoiser;
+the checkpoint still gives the process and the sampler.
 With `superres=[CKPT, ...]` it samples a cascade (Cascaded Diffusion, diffusion_lab/cascade/):
 ckpt_path is the base, each CKPT a super-resolution stage; preview.png (the base) comes first.
 """
@@ -141,10 +143,10 @@ def main_impl(cfg: DictConfig) -> dict:
         )
     out = Path(cfg.paths.output_dir)
     if cfg.get("superres"):
-        if cfg.format != "pt" or cfg.devices not in (1, "1") or cfg.num_nodes != 1:
+        if cfg.format != "pt" or cfg.devices not in (1, "1") or cfg.num_nodes != 1 or cfg.onnx:
             raise ConfigError(
-                "superres=[...] samples on one device into samples.pt: leave "
-                "format, devices and num_nodes at their defaults"
+                "superres=[...] samples with PyTorch on one device into samples.pt: leave "
+                "format, devices, num_nodes and onnx at their defaults"
             )
         device = (
             cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
@@ -155,8 +157,11 @@ def main_impl(cfg: DictConfig) -> dict:
             "this degradation has no prior to sample from: restore your own image with "
             "`python sample.py ckpt_path=... init_image=PATH start_t=T`"
         )
+    if cfg.get("onnx") is not None:
+        check_onnx(cfg.onnx, module, parts.process)
     settings = {
         "ckpt_path": str(cfg.ckpt_path),
+        "onnx": cfg.get("onnx"),
         "sampler": OmegaConf.to_container(run_cfg.sampler),
         "num_steps": sampler.keywords.get("num_steps"),
         "seed": cfg.seed,
@@ -184,6 +189,7 @@ def main_impl(cfg: DictConfig) -> dict:
         sampler,
         store,
         dict(
+            onnx=cfg.get("onnx"),
             seed=cfg.seed,
             x_T=x_T,
             cond=cond,
@@ -225,6 +231,34 @@ def main_impl(cfg: DictConfig) -> dict:
     return facts
 
 
+def check_onnx(path: str, module, process) -> None:
+    """`onnx=PATH`: a readable ONNX file whose denoiser takes this checkpoint's data shape and
+    (exactly when the checkpoint does) class labels; else a ConfigError."""
+    try:
+        from diffusion_lab.deploy.runtime import OnnxDenoiser
+    except ImportError as err:
+        raise ConfigError(f"onnx=... needs onnxruntime ({err}): pip install -e .[deploy]") from None
+    if not Path(path).is_file():
+        raise ConfigError(f"onnx={path}: no such file (python export.py ckpt_path=... writes one)")
+    try:
+        graph = OnnxDenoiser(path)
+    except Exception as err:  # onnxruntime's own error types (InvalidProtobuf, Fail, ...)
+        raise ConfigError(f"onnx={path} is not a model ONNX Runtime can load: {err}") from None
+    inputs = {i.name: i.shape for i in graph.session.get_inputs()}
+    if set(inputs) - {"x", "t", "cond"} or "x" not in inputs or "t" not in inputs:
+        raise ConfigError(f"onnx={path} takes {sorted(inputs)}, not export.py's (x, t[, cond])")
+    if list(inputs["x"][1:]) != list(process.data_shape):
+        raise ConfigError(
+            f"onnx={path} denoises x of shape {inputs['x'][1:]}, this checkpoint's process "
+            f"{list(process.data_shape)}: export this checkpoint (python export.py ckpt_path=...)"
+        )
+    if graph.takes_cond != bool(module.class_conditional):
+        raise ConfigError(
+            f"onnx={path} {'takes' if graph.takes_cond else 'takes no'} class labels, this "
+            "checkpoint does the opposite: export this checkpoint (python export.py ckpt_path=...)"
+        )
+
+
 def sample_blocks(ranks, module, sampler, store: SampleStore, kwargs: dict) -> dict:
     """This process's share of the blocks still missing from `store`, generated and written;
     returns {nfe, seconds, world} (the time from the first to the last barrier)."""
@@ -234,7 +268,11 @@ def sample_blocks(ranks, module, sampler, store: SampleStore, kwargs: dict) -> d
     start = time.perf_counter()
     mine = ranks.share(missing)
     kwargs = dict(kwargs)
-    x_T, cond = kwargs.pop("x_T"), kwargs.pop("cond")
+    x_T, cond, onnx = kwargs.pop("x_T"), kwargs.pop("cond"), kwargs.pop("onnx")
+    if onnx is not None:  # a session per process: it cannot travel to a spawned one
+        from diffusion_lab.deploy.runtime import OnnxDenoiser
+
+        kwargs["denoiser"] = OnnxDenoiser(onnx)
     nfe = None
     with tqdm(
         total=sum(len(store.block(k)) for k in mine),

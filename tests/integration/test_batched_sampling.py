@@ -169,3 +169,41 @@ def test_evaluate_over_two_processes_scores_the_same_samples(ckpt):
         rows = json.loads((cwd / f"eval{devices}" / "results.json").read_text())["samplers"]
         scores.append(rows[0]["metrics"]["fid_digits_40"])
     assert scores[0] == pytest.approx(scores[1], rel=1e-4)
+
+
+def test_sample_with_the_exported_graph(ckpt):
+    """onnx=model.onnx: ONNX Runtime evaluates the denoiser inside the same sampler loop.
+
+    The float32 graph's samples agree with PyTorch's to 1e-4: its per-call error is float32
+    rounding (~1e-6 here, export.json's parity), which 4 DDIM steps do not grow by 100×. A copy
+    of the graph with its backbone's weights doubled must give samples more than 1e-3 away (6e-3
+    measured on this 6-step model, whose c_skip term dominates): the file's graph, not the
+    checkpoint's weights, made them."""
+    import onnx
+    from onnx import numpy_helper
+
+    cwd, ck = ckpt
+    status, _, err = run_main("export.py", ck, f"hydra.run.dir={cwd}/export", root=cwd)
+    assert status == 0, err[-3000:]
+    model = onnx.load(cwd / "export" / "model.onnx")
+    for init in model.graph.initializer:
+        if init.name.startswith("denoiser.backbone") and init.data_type == onnx.TensorProto.FLOAT:
+            init.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(init) * 2, init.name))
+    onnx.save(model, cwd / "export" / "doubled.onnx")
+    torch_run, _ = _sample(cwd, ck, "torch_run")
+    x = torch.load(torch_run / "samples.pt", weights_only=True)
+    for graph in ("model.onnx", "doubled.onnx"):
+        run, _ = _sample(cwd, ck, graph, f"onnx={cwd}/export/{graph}", "batch_size=4")
+        gap = (torch.load(run / "samples.pt", weights_only=True) - x).abs().max().item()
+        assert gap < 1e-4 if graph == "model.onnx" else gap > 1e-3, (graph, gap)
+        assert json.loads((run / "results.json").read_text())["onnx"].endswith(graph)
+    # files that are not this checkpoint's graph get one line
+    (cwd / "junk.onnx").write_text("not a model")
+    for path, words in (
+        (cwd / "junk.onnx", "is not a model ONNX Runtime can load"),
+        (cwd / "none.onnx", "no such file"),
+    ):
+        status, _, err = run_main(
+            "sample.py", ck, f"onnx={path}", f"hydra.run.dir={cwd}/bad", root=cwd
+        )
+        assert status == 2 and words in err and err.count("\n") == 1, err
