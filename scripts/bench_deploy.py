@@ -95,6 +95,12 @@ def main() -> None:
         help="only where INT8 differs: x̂0 error by t and difference grids, from the models "
         "a full run left in --out",
     )
+    p.add_argument(
+        "--fid-seeds",
+        default="",
+        help="only the PyTorch fp32 FID at these evaluation seeds (comma-separated): how much "
+        "fid_digits_2k moves with the seed set alone",
+    )
     args = p.parse_args()
     torch.set_grad_enabled(False)
     torch.set_num_threads(args.threads)
@@ -112,6 +118,12 @@ def main() -> None:
     module.eval()
     datamodule, cache = parts.datamodule, paths.cache_dir
 
+    if args.fid_seeds:
+        for other in [int(v) for v in args.fid_seeds.split(",")]:
+            x, _, _ = sample_all(module.ema, module, num, batch, other)
+            fid = quality(x, datamodule, evaluation, cache)
+            print(json.dumps({"seed": other, **{k: v for k, v in fid.items() if "fid" in k}}))
+        return None
     if args.where:
         return where_int8_differs(module, datamodule, out, figures, args.threads, seed)
     model = DenoiserAtTime(module.ema, module.process).eval()
