@@ -5,8 +5,8 @@
         --figures docs/figures/deploy
 
 Every arm samples the same way train.py's final evaluation does (metrics/report.py
-`generate_many`: `--num` samples in batches of evaluation.batch_size, batch b seeded
-evaluation.seed + b, the checkpoint's own sampler) through `sampling.generate`, with the EMA
+`generate_many`: `--num` samples in batches of evaluation.batch_size, sample i seeded by
+(evaluation.seed, i), the checkpoint's own sampler) through `sampling.generate_ema`, with the EMA
 denoiser (PyTorch) or diffusion_lab.deploy.OnnxDenoiser in its place, and is scored by
 metrics/report.py `quality` (configs/evaluation/default.yaml: extractor=domain), so the PyTorch
 row's FID is the number train.py reported; `real_floor` (real test images) beside it.
@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import io
 import json
-import math
 import os
 import statistics
 import sys
@@ -44,7 +43,7 @@ from diffusion_lab.deploy.onnx_export import (  # noqa: E402
 from diffusion_lab.deploy.quantize import MODES, calibration_data, quantize  # noqa: E402
 from diffusion_lab.deploy.runtime import OnnxDenoiser  # noqa: E402
 from diffusion_lab.metrics.report import quality, real_floor  # noqa: E402
-from diffusion_lab.sampling import generate, require_finite_samples  # noqa: E402
+from diffusion_lab.sampling import generate_ema, require_finite_samples  # noqa: E402
 from diffusion_lab.visualize import save_samples  # noqa: E402
 
 
@@ -62,15 +61,15 @@ def paths_node(root: Path, out: Path):
 
 
 def sample_all(denoiser, module, num: int, batch: int, seed: int):
-    """metrics/report.py generate_many with `denoiser` in place of the EMA: (x, NFE, the
-    seconds of each batch)."""
+    """metrics/report.py generate_many (sample i seeded by (seed, i)) with `denoiser` in place of
+    the EMA, timing each batch: (x, NFE, the seconds of each batch)."""
     out, nfe, seconds = [], 0, []
-    for b in range(math.ceil(num / batch)):
-        n = min(batch, num - b * batch)
-        start = time.perf_counter()
-        x, nfe = generate(denoiser, module.process, module.sampler, n, seed=seed + b)
-        seconds.append(time.perf_counter() - start)
-        out.append(module.decode(x).float().cpu())
+    for start in range(0, num, batch):
+        began = time.perf_counter()
+        idx = range(start, min(start + batch, num))
+        x, nfe = generate_ema(module, len(idx), seed=seed, indices=idx, denoiser=denoiser)
+        seconds.append(time.perf_counter() - began)
+        out.append(x.float().cpu())
     return require_finite_samples(torch.cat(out)), nfe, seconds
 
 
