@@ -151,15 +151,15 @@ class SampleStore:
     # -- the result ------------------------------------------------------------------------------
     def finish(self, labels: Tensor | None = None) -> Path:
         """Assemble the final file from the block shards (then removed); PNG folders are final."""
-        if self.missing_blocks():
-            raise RuntimeError(f"blocks {self.missing_blocks()[:5]}... are not written yet")
+        missing = self.missing_blocks()
+        if missing:
+            raise RuntimeError(f"blocks {missing[:5]}... are not written yet")
         if self.format == "png" or self.final.is_file():
             return self.final
         if self.format == "pt":
-            x = torch.cat(
-                [torch.load(self._shard(k), weights_only=True) for k in range(self.num_blocks)]
+            atomic_torch_save(
+                torch.cat([self._read_shard(k) for k in range(self.num_blocks)]), self.final
             )
-            atomic_torch_save(x, self.final)
         else:
             atomic_write(self.final, lambda f: self._write_npz(f, labels))
         for k in range(self.num_blocks):
@@ -179,13 +179,29 @@ class SampleStore:
                 }
                 np.lib.format.write_array_header_1_0(member, header)
                 for k in range(self.num_blocks):
-                    shard = np.load(self._shard(k), allow_pickle=False)
-                    if shard.shape != (len(self.block(k)), h, w, c) or shard.dtype != np.uint8:
-                        raise ValueError(f"{self._shard(k)} is not block {k}: remove it and rerun")
-                    member.write(np.ascontiguousarray(shard).tobytes())
+                    member.write(np.ascontiguousarray(self._read_shard(k)).tobytes())
             if labels is not None:
                 with zf.open("arr_1.npy", "w") as member:
                     np.lib.format.write_array(member, labels.cpu().numpy().astype(np.int64))
+
+    def _read_shard(self, k: int):
+        """Block k's shard as written (pt: float32 (B, *shape) tensor; npz: uint8 (B, H, W, C)
+        array), read without unpickling; a file that is not that gets one line (a ConfigError)."""
+        path, n = self._shard(k), len(self.block(k))
+        c, *hw = self.shape if self.format == "npz" else (None,)
+        try:
+            if self.format == "pt":
+                shard = torch.load(path, weights_only=True)
+                ok = isinstance(shard, Tensor) and shard.dtype == torch.float32
+                ok = ok and tuple(shard.shape) == (n, *self.shape)
+            else:
+                shard = np.load(path, allow_pickle=False)
+                ok = shard.dtype == np.uint8 and shard.shape == (n, *hw, c)
+        except Exception as err:  # truncated, not a tensor/array file, pickled objects...
+            raise ConfigError(f"{path} is not readable ({err}): remove it and rerun") from None
+        if not ok:
+            raise ConfigError(f"{path} does not hold block {k} of this run: remove it and rerun")
+        return shard
 
     def first(self, n: int) -> Tensor:
         """The first n samples as floats in [−1, 1] (for the preview grid), read back from disk."""

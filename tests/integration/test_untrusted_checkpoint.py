@@ -3,7 +3,7 @@
 Every crafted file below would, without the allowlist, make `hydra.utils.instantiate` import and
 call something that writes a marker file. Each must be refused with one line naming the group and
 the target, before any import or call, by every entry point that reads a checkpoint (sample.py,
-evaluate.py, train.py resuming, scripts/guidance_sweep.py), and the marker never appears.
+evaluate.py, export.py, train.py resuming, scripts/guidance_sweep.py), and the marker never appears.
 """
 
 import copy
@@ -124,6 +124,7 @@ def test_every_entry_point_refuses_them(craft, tmp_path, real_ckpt):
         ("sample.py", [f"ckpt_path={crafted}", "num_samples=1"]),
         ("evaluate.py", [f"ckpt_path={crafted}", "metrics=[fid]"]),
         ("train.py", [*FAST, f"ckpt_path={crafted}"]),  # resume reads the stored config too
+        ("export.py", [f"ckpt_path={crafted}"]),
     ]
     for script, args in cases:
         run = tmp_path / script

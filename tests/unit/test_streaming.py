@@ -158,3 +158,24 @@ def test_generate_many_over_two_processes_returns_the_single_process_set(tmp_pat
     gathered, nfe2 = torch.load(tmp_path / "gathered.pt", weights_only=True)
     torch.testing.assert_close(gathered, single)  # batches [0,1],[4,5],.. from rank 0, in order
     assert nfe == nfe2 == 20 and single.shape == (11, 3)
+
+
+@pytest.mark.parametrize("fmt", ["npz", "pt"])
+def test_a_foreign_shard_gets_one_line_not_an_unpickle(tmp_path, fmt):
+    """Shards are read back without unpickling; one that is not this run's block is refused."""
+    import pickle
+
+    store = SampleStore(tmp_path, 4, 2, fmt, {}, (1, 2, 2))
+    store.write_block(0, torch.zeros(2, 1, 2, 2))
+    store.write_block(1, torch.zeros(2, 1, 2, 2))
+    shard = store._shard(1)
+    shard.write_bytes(pickle.dumps(object()))  # a pickled object where a tensor/array belongs
+    with pytest.raises(ConfigError, match="is not readable"):
+        store.finish()
+    store.write_block(1, torch.zeros(2, 1, 2, 2))
+    if fmt == "pt":
+        torch.save(torch.zeros(3, 1, 2, 2), shard)
+    else:
+        np.save(shard, np.zeros((2, 2, 2, 1), np.float32))
+    with pytest.raises(ConfigError, match="does not hold block 1"):
+        store.finish()
